@@ -1,0 +1,336 @@
+//! The remote-write 1.0 protobuf wire format, written and read by hand.
+//!
+//! Workers encode each sample straight into the bytes of one `WriteRequest.timeseries`
+//! entry (field 1), so a batch is already a valid `WriteRequest` body and the flusher
+//! only concatenates. Export and tests decode with [`decode_write_request`].
+//!
+//! ```text
+//! WriteRequest { repeated TimeSeries timeseries = 1; }
+//! TimeSeries   { repeated Label labels = 1; repeated Sample samples = 2; }
+//! Label        { string name = 1; string value = 2; }
+//! Sample       { double value = 1; int64 timestamp = 2; }   // timestamp in ms
+//! ```
+//!
+//! This module owns no state and does no I/O.
+
+use thiserror::Error;
+
+/// The bit pattern Prometheus uses to mark a series stale.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+/// The bit pattern every parsed NaN is normalised to, so a target can never send a
+/// staleness marker.
+pub const NORMAL_NAN_BITS: u64 = 0x7ff8_0000_0000_0001;
+
+/// A staleness marker value.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// True when `v` is exactly the staleness marker (not any other NaN).
+pub fn is_stale_nan(v: f64) -> bool {
+    v.to_bits() == STALE_NAN_BITS
+}
+
+/// Maps every NaN a target sent to the one normal NaN.
+#[inline]
+pub fn normalize_nan(v: f64) -> f64 {
+    if v.is_nan() {
+        f64::from_bits(NORMAL_NAN_BITS)
+    } else {
+        v
+    }
+}
+
+const TAG_TIMESERIES: u8 = 0x0a; // field 1, length-delimited
+const TAG_LABEL: u8 = 0x0a; // TimeSeries.labels, field 1, length-delimited
+const TAG_SAMPLE: u8 = 0x12; // TimeSeries.samples, field 2, length-delimited
+const TAG_NAME: u8 = 0x0a; // Label.name
+const TAG_VALUE: u8 = 0x12; // Label.value
+const TAG_SAMPLE_VALUE: u8 = 0x09; // Sample.value, fixed64
+const TAG_SAMPLE_TS: u8 = 0x10; // Sample.timestamp, varint
+
+#[inline]
+pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+#[inline]
+fn varint_len(v: u64) -> usize {
+    // 1 byte per 7 bits, at least one.
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+/// Appends one encoded `Label` (with its TimeSeries field tag) to `buf`.
+#[inline]
+pub fn put_label(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let inner = 1 + varint_len(name.len() as u64) + name.len() + 1 + varint_len(value.len() as u64)
+        + value.len();
+    buf.push(TAG_LABEL);
+    put_varint(buf, inner as u64);
+    buf.push(TAG_NAME);
+    put_varint(buf, name.len() as u64);
+    buf.extend_from_slice(name);
+    buf.push(TAG_VALUE);
+    put_varint(buf, value.len() as u64);
+    buf.extend_from_slice(value);
+}
+
+/// Appends one `WriteRequest.timeseries` entry: the pre-encoded labels (a run of
+/// [`put_label`] output, sorted by name) and one sample.
+#[inline]
+pub fn put_series(buf: &mut Vec<u8>, encoded_labels: &[u8], value: f64, timestamp_ms: i64) {
+    let ts = timestamp_ms as u64;
+    let sample_len = 1 + 8 + if ts == 0 { 0 } else { 1 + varint_len(ts) };
+    let series_len = encoded_labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
+    buf.push(TAG_TIMESERIES);
+    put_varint(buf, series_len as u64);
+    buf.extend_from_slice(encoded_labels);
+    buf.push(TAG_SAMPLE);
+    put_varint(buf, sample_len as u64);
+    buf.push(TAG_SAMPLE_VALUE);
+    buf.extend_from_slice(&value.to_bits().to_le_bytes());
+    if ts != 0 {
+        buf.push(TAG_SAMPLE_TS);
+        put_varint(buf, ts);
+    }
+}
+
+/// A malformed `WriteRequest`.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("truncated protobuf at byte {offset}")]
+    Truncated { offset: usize },
+    #[error("unsupported protobuf wire type {wire_type} at byte {offset}")]
+    WireType { wire_type: u8, offset: usize },
+    #[error("label at byte {offset} is not valid UTF-8")]
+    Utf8 { offset: usize },
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    base: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], base: usize) -> Self {
+        Self { buf, pos: 0, base }
+    }
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+    fn offset(&self) -> usize {
+        self.base + self.pos
+    }
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.pos).ok_or(WireError::Truncated {
+                offset: self.offset(),
+            })?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(WireError::Truncated {
+            offset: self.offset(),
+        })
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
+        let end = end.ok_or(WireError::Truncated {
+            offset: self.offset(),
+        })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    /// Reads one field key, returning (field number, wire type).
+    fn key(&mut self) -> Result<(u64, u8), WireError> {
+        let k = self.varint()?;
+        Ok((k >> 3, (k & 7) as u8))
+    }
+    /// Reads the payload of a field of `wire_type`, returning the bytes for
+    /// length-delimited fields and the raw value for the others.
+    fn skip_or_take(&mut self, wire_type: u8) -> Result<Field<'a>, WireError> {
+        match wire_type {
+            0 => Ok(Field::Varint(self.varint()?)),
+            1 => {
+                let b = self.bytes(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                Ok(Field::Fixed64(u64::from_le_bytes(a)))
+            }
+            2 => {
+                let n = self.varint()? as usize;
+                let start = self.offset();
+                Ok(Field::Bytes(self.bytes(n)?, start))
+            }
+            5 => {
+                self.bytes(4)?;
+                Ok(Field::Skipped)
+            }
+            wt => Err(WireError::WireType {
+                wire_type: wt,
+                offset: self.offset(),
+            }),
+        }
+    }
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8], usize),
+    Skipped,
+}
+
+/// One decoded series, borrowing from the request bytes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DecodedSeries<'a> {
+    pub labels: Vec<(&'a str, &'a str)>,
+    /// (value, timestamp in ms)
+    pub samples: Vec<(f64, i64)>,
+}
+
+/// Decodes an uncompressed `WriteRequest`, calling `each` once per series. Unknown fields
+/// (metadata, exemplars, histograms) are skipped.
+pub fn decode_write_request<'a>(
+    buf: &'a [u8],
+    mut each: impl FnMut(DecodedSeries<'a>),
+) -> Result<(), WireError> {
+    let mut r = Reader::new(buf, 0);
+    while !r.done() {
+        let (field, wt) = r.key()?;
+        match (field, r.skip_or_take(wt)?) {
+            (1, Field::Bytes(ts, base)) => each(decode_series(ts, base)?),
+            _ => continue,
+        }
+    }
+    Ok(())
+}
+
+fn decode_series(buf: &[u8], base: usize) -> Result<DecodedSeries<'_>, WireError> {
+    let mut out = DecodedSeries::default();
+    let mut r = Reader::new(buf, base);
+    while !r.done() {
+        let (field, wt) = r.key()?;
+        match (field, r.skip_or_take(wt)?) {
+            (1, Field::Bytes(label, base)) => {
+                let (mut name, mut value) = ("", "");
+                let mut lr = Reader::new(label, base);
+                while !lr.done() {
+                    let (f, wt) = lr.key()?;
+                    if let (f @ (1 | 2), Field::Bytes(s, at)) = (f, lr.skip_or_take(wt)?) {
+                        let s = std::str::from_utf8(s).map_err(|_| WireError::Utf8 { offset: at })?;
+                        if f == 1 {
+                            name = s;
+                        } else {
+                            value = s;
+                        }
+                    }
+                }
+                out.labels.push((name, value));
+            }
+            (2, Field::Bytes(sample, base)) => {
+                let (mut value, mut ts) = (0f64, 0i64);
+                let mut sr = Reader::new(sample, base);
+                while !sr.done() {
+                    let (f, wt) = sr.key()?;
+                    match (f, sr.skip_or_take(wt)?) {
+                        (1, Field::Fixed64(bits)) => value = f64::from_bits(bits),
+                        (2, Field::Varint(v)) => ts = v as i64,
+                        _ => {}
+                    }
+                }
+                out.samples.push((value, ts));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Calls `each` with the byte range of every `timeseries` entry (tag included) of an
+/// encoded `WriteRequest`, so a batch can be cut into blocks without decoding it.
+pub fn for_each_entry(buf: &[u8], mut each: impl FnMut(&[u8])) -> Result<(), WireError> {
+    let mut r = Reader::new(buf, 0);
+    while !r.done() {
+        let start = r.pos;
+        let (_, wt) = r.key()?;
+        r.skip_or_take(wt)?;
+        each(&buf[start..r.pos]);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(labels: &[(&str, &str)], v: f64, ts: i64) -> Vec<u8> {
+        let mut l = Vec::new();
+        for (n, val) in labels {
+            put_label(&mut l, n.as_bytes(), val.as_bytes());
+        }
+        let mut out = Vec::new();
+        put_series(&mut out, &l, v, ts);
+        out
+    }
+
+    #[test]
+    fn round_trip() {
+        let mut buf = encode(&[("__name__", "up"), ("job", "j")], 1.0, 1_700_000_000_123);
+        buf.extend(encode(&[("__name__", "x")], -2.5, 0));
+        buf.extend(encode(&[("__name__", "neg")], 3.0, -5));
+        let mut got = Vec::new();
+        decode_write_request(&buf, |s| got.push(s)).expect("decodes");
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].labels, vec![("__name__", "up"), ("job", "j")]);
+        assert_eq!(got[0].samples, vec![(1.0, 1_700_000_000_123)]);
+        assert_eq!(got[1].samples, vec![(-2.5, 0)]);
+        assert_eq!(got[2].samples, vec![(3.0, -5)]);
+        let mut n = 0;
+        for_each_entry(&buf, |_| n += 1).expect("walks");
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn long_labels_use_multibyte_lengths() {
+        let long = "v".repeat(300);
+        let buf = encode(&[("a", &long)], 1.0, 1);
+        let mut got = Vec::new();
+        decode_write_request(&buf, |s| got.push(s.labels[0].1.len())).expect("decodes");
+        assert_eq!(got, vec![300]);
+    }
+
+    #[test]
+    fn stale_nan_survives() {
+        let buf = encode(&[("a", "b")], stale_nan(), 1);
+        let mut v = 0.0;
+        decode_write_request(&buf, |s| v = s.samples[0].0).expect("decodes");
+        assert!(is_stale_nan(v));
+        assert!(!is_stale_nan(normalize_nan(f64::NAN)));
+    }
+
+    #[test]
+    fn truncated_is_an_error() {
+        let buf = encode(&[("a", "b")], 1.0, 1);
+        assert!(decode_write_request(&buf[..buf.len() - 2], |_| {}).is_err());
+    }
+
+    #[test]
+    fn varint_len_matches_encoding() {
+        for v in [0u64, 1, 127, 128, 16383, 16384, u64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v), "{v}");
+        }
+    }
+}
