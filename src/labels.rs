@@ -45,7 +45,7 @@ pub struct LabelSet {
 }
 
 impl LabelSet {
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self { labels: Vec::new() }
     }
 

@@ -61,13 +61,17 @@ pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 #[inline]
 fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least one.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Appends one encoded `Label` (with its TimeSeries field tag) to `buf`.
 #[inline]
 pub fn put_label(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    let inner = 1 + varint_len(name.len() as u64) + name.len() + 1 + varint_len(value.len() as u64)
+    let inner = 1
+        + varint_len(name.len() as u64)
+        + name.len()
+        + 1
+        + varint_len(value.len() as u64)
         + value.len();
     buf.push(TAG_LABEL);
     put_varint(buf, inner as u64);
@@ -228,7 +232,8 @@ fn decode_series(buf: &[u8], base: usize) -> Result<DecodedSeries<'_>, WireError
                 while !lr.done() {
                     let (f, wt) = lr.key()?;
                     if let (f @ (1 | 2), Field::Bytes(s, at)) = (f, lr.skip_or_take(wt)?) {
-                        let s = std::str::from_utf8(s).map_err(|_| WireError::Utf8 { offset: at })?;
+                        let s =
+                            std::str::from_utf8(s).map_err(|_| WireError::Utf8 { offset: at })?;
                         if f == 1 {
                             name = s;
                         } else {

@@ -1,0 +1,338 @@
+//! The lock-striped append buffer between workers and the spool, and the flusher thread
+//! that drains it.
+//!
+//! A worker commits one scrape's batch (already remote-write `TimeSeries` bytes) to one
+//! stripe under one lock acquisition. The stripe is chosen by the target's key, so all of
+//! a target's samples pass through one stripe in commit order and reach the spool in
+//! timestamp order, which receivers require per series.
+//!
+//! The flusher ("sw-flusher") wakes every `flush_interval`, swaps each stripe's buffer for
+//! an empty one (so workers wait only for a pointer swap), cuts the bytes into blocks of at
+//! most `max_block_samples` series entries, appends them to the spool and fsyncs once.
+//! On stop it flushes whatever is left and fsyncs: that is the drain promise. A spool
+//! error is logged and counted; the data of that flush is lost and the spool is poisoned,
+//! which the readiness endpoint reports.
+
+use crate::metrics::{Counter, Gauge, Registry};
+use crate::spool::{BlockMeta, Spool};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Stripe {
+    data: Vec<u8>,
+    samples: u64,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+/// The striped buffer. Shared by all workers and the flusher.
+pub struct AppendBuffer {
+    stripes: Box<[Mutex<Stripe>]>,
+    buffered_bytes: AtomicU64,
+}
+
+impl AppendBuffer {
+    pub fn new(stripes: usize) -> Arc<Self> {
+        let n = stripes.max(1);
+        Arc::new(Self {
+            stripes: (0..n).map(|_| Mutex::new(Stripe::default())).collect(),
+            buffered_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Appends one scrape's encoded series. `key` picks the stripe and must be stable per
+    /// target.
+    pub fn commit(&self, key: u64, batch: &[u8], samples: u64, min_ts: i64, max_ts: i64) {
+        if samples == 0 {
+            return;
+        }
+        let mut s = self.stripes[(key % self.stripes.len() as u64) as usize].lock();
+        if s.samples == 0 {
+            s.min_ts = min_ts;
+            s.max_ts = max_ts;
+        } else {
+            s.min_ts = s.min_ts.min(min_ts);
+            s.max_ts = s.max_ts.max(max_ts);
+        }
+        s.samples += samples;
+        s.data.extend_from_slice(batch);
+        drop(s);
+        self.buffered_bytes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes committed and not yet flushed.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.buffered_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Moves every stripe's content out, one stripe at a time, calling `each` with the
+    /// bytes and their sample count and time range. `spare` is swapped in so stripes keep
+    /// a warm allocation.
+    fn drain(&self, spare: &mut Vec<u8>, mut each: impl FnMut(&[u8], u64, i64, i64)) {
+        for stripe in self.stripes.iter() {
+            spare.clear();
+            let (samples, min_ts, max_ts) = {
+                let mut s = stripe.lock();
+                if s.samples == 0 {
+                    continue;
+                }
+                std::mem::swap(&mut s.data, spare);
+                let r = (s.samples, s.min_ts, s.max_ts);
+                s.samples = 0;
+                r
+            };
+            self.buffered_bytes
+                .fetch_sub(spare.len() as u64, Ordering::Relaxed);
+            each(spare, samples, min_ts, max_ts);
+        }
+    }
+}
+
+/// Flusher metrics.
+struct FlushMetrics {
+    flushes: Arc<Counter>,
+    blocks: Arc<Counter>,
+    samples: Arc<Counter>,
+    errors: Arc<Counter>,
+    spool_bytes: Arc<Gauge>,
+    retention_removed_bytes: Arc<Counter>,
+}
+
+/// The flusher thread handle.
+pub struct Flusher {
+    stop: Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+/// Everything the flusher needs.
+pub struct FlushConfig {
+    pub interval: Duration,
+    pub max_block_samples: usize,
+}
+
+impl Flusher {
+    pub fn start(
+        buffer: Arc<AppendBuffer>,
+        spool: Arc<Mutex<Spool>>,
+        cfg: FlushConfig,
+        reg: &Registry,
+    ) -> std::io::Result<Self> {
+        let m = FlushMetrics {
+            flushes: reg.counter(
+                "scrapewheel_flushes_total",
+                "Flushes of the append buffer.",
+                &[],
+            ),
+            blocks: reg.counter(
+                "scrapewheel_spool_blocks_written_total",
+                "Blocks written to the spool.",
+                &[],
+            ),
+            samples: reg.counter(
+                "scrapewheel_spool_samples_written_total",
+                "Samples written to the spool.",
+                &[],
+            ),
+            errors: reg.counter(
+                "scrapewheel_spool_write_errors_total",
+                "Flushes that failed to reach the spool (their samples are lost).",
+                &[],
+            ),
+            spool_bytes: reg.gauge(
+                "scrapewheel_spool_bytes",
+                "Bytes on disk in the spool.",
+                &[],
+            ),
+            retention_removed_bytes: reg.counter(
+                "scrapewheel_spool_retention_removed_bytes_total",
+                "Bytes removed from the spool by retention.",
+                &[],
+            ),
+        };
+        {
+            let b = buffer.clone();
+            reg.gauge_fn(
+                "scrapewheel_append_buffer_bytes",
+                "Bytes committed by workers and not yet flushed.",
+                &[],
+                move || b.buffered_bytes() as f64,
+            );
+        }
+        let (stop, stop_rx) = bounded(1);
+        let handle = std::thread::Builder::new()
+            .name("sw-flusher".into())
+            .spawn(move || flush_loop(buffer, spool, cfg, m, stop_rx))?;
+        Ok(Self { stop, handle })
+    }
+
+    /// Flushes what is left, fsyncs and joins the thread.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.handle.join();
+    }
+}
+
+fn flush_loop(
+    buffer: Arc<AppendBuffer>,
+    spool: Arc<Mutex<Spool>>,
+    cfg: FlushConfig,
+    m: FlushMetrics,
+    stop: Receiver<()>,
+) {
+    let mut spare = Vec::new();
+    let mut block = Vec::new();
+    loop {
+        let last = !matches!(
+            stop.recv_timeout(cfg.interval),
+            Err(RecvTimeoutError::Timeout)
+        );
+        flush_once(&buffer, &spool, &cfg, &m, &mut spare, &mut block);
+        if last {
+            break;
+        }
+    }
+}
+
+fn flush_once(
+    buffer: &AppendBuffer,
+    spool: &Mutex<Spool>,
+    cfg: &FlushConfig,
+    m: &FlushMetrics,
+    spare: &mut Vec<u8>,
+    block: &mut Vec<u8>,
+) {
+    let mut spool = spool.lock();
+    let mut failed: Option<String> = None;
+    let mut wrote = false;
+    buffer.drain(spare, |bytes, _samples, min_ts, max_ts| {
+        if failed.is_some() {
+            return;
+        }
+        let meta = |n: u32| BlockMeta {
+            samples: n,
+            min_ts,
+            max_ts,
+        };
+        block.clear();
+        let mut n = 0u32;
+        let mut append = |block: &mut Vec<u8>, n: u32| -> Result<(), String> {
+            spool.append(block, meta(n)).map_err(|e| e.to_string())?;
+            m.blocks.inc();
+            m.samples.add(u64::from(n));
+            block.clear();
+            Ok(())
+        };
+        let walked = crate::wire::for_each_entry(bytes, |entry| {
+            if failed.is_some() {
+                return;
+            }
+            block.extend_from_slice(entry);
+            n += 1;
+            if n as usize >= cfg.max_block_samples {
+                if let Err(e) = append(block, n) {
+                    failed = Some(e);
+                }
+                n = 0;
+            }
+        });
+        if let Err(e) = walked {
+            failed = Some(format!("corrupt batch in the append buffer: {e}"));
+            return;
+        }
+        if n > 0 && failed.is_none() {
+            if let Err(e) = append(block, n) {
+                failed = Some(e);
+            }
+        }
+        wrote = true;
+    });
+    if wrote && failed.is_none() {
+        if let Err(e) = spool.sync() {
+            failed = Some(e.to_string());
+        }
+    }
+    if let Some(e) = failed {
+        m.errors.inc();
+        crate::error!(
+            "spool write failed; samples of this flush are lost",
+            err = e
+        );
+    }
+    match spool.enforce_retention(crate::time::unix_ms()) {
+        Ok(r) => m.retention_removed_bytes.add(r.removed_bytes),
+        Err(e) => crate::error!("spool retention failed", err = e),
+    }
+    m.flushes.inc();
+    m.spool_bytes.set(spool.disk_bytes() as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::SpoolOptions;
+
+    fn series(name: &str, ts: i64) -> Vec<u8> {
+        let mut l = Vec::new();
+        crate::wire::put_label(&mut l, b"__name__", name.as_bytes());
+        let mut b = Vec::new();
+        crate::wire::put_series(&mut b, &l, 1.0, ts);
+        b
+    }
+
+    #[test]
+    fn flush_cuts_blocks_and_keeps_per_key_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, _) = Spool::open(
+            dir.path(),
+            SpoolOptions {
+                segment_size: 1 << 20,
+                retention_size: 0,
+                retention_time_ms: 0,
+            },
+        )
+        .expect("open");
+        let spool = Arc::new(Mutex::new(spool));
+        let buf = AppendBuffer::new(4);
+        for ts in 0..10 {
+            let mut b = series("a", ts);
+            b.extend(series("b", ts));
+            buf.commit(7, &b, 2, ts, ts);
+        }
+        assert!(buf.buffered_bytes() > 0);
+        let reg = Registry::default();
+        let f = Flusher::start(
+            buf.clone(),
+            spool.clone(),
+            FlushConfig {
+                interval: Duration::from_secs(3600),
+                max_block_samples: 3,
+            },
+            &reg,
+        )
+        .expect("start");
+        f.stop();
+        assert_eq!(buf.buffered_bytes(), 0);
+        let mut blocks = Vec::new();
+        let mut ts_a = Vec::new();
+        crate::spool::read_all(dir.path(), |meta, wr| {
+            blocks.push(meta.samples);
+            crate::wire::decode_write_request(wr, |s| {
+                if s.labels[0].1 == "a" {
+                    ts_a.push(s.samples[0].1);
+                }
+            })
+            .expect("decodes");
+            Ok(())
+        })
+        .expect("reads");
+        assert_eq!(blocks.iter().sum::<u32>(), 20);
+        assert!(blocks.iter().all(|n| *n <= 3));
+        assert_eq!(ts_a, (0..10).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,602 @@
+//! The worker pool: a fixed set of named threads ("sw-worker-N") that take due scrapes
+//! from the wheel over a bounded channel and turn each into exactly one commit to the
+//! append buffer.
+//!
+//! A scrape: HTTP GET (scrape) → pick the parser by Content-Type → walk the body
+//! (pipeline) into a worker-local batch → staleness diff against the target's last scrape
+//! (state) → report series → one commit. A failed scrape's batch is dropped (the rollback
+//! is free), and the commit carries only staleness markers and the report series with
+//! up=0. A `Final` job writes end-of-run markers for a removed target.
+//!
+//! The pool stops when the job channel disconnects: each worker finishes the scrape in
+//! hand (bounded by its timeout) and exits. A panic while scraping one target is caught,
+//! logged and counted; the worker carries on with the next job.
+
+pub mod pipeline;
+pub mod state;
+
+use crate::append::AppendBuffer;
+use crate::metrics::{Counter, Registry};
+use crate::parse::Format;
+use crate::scrape::{HttpClient, ScrapeRequest};
+use crate::target::Target;
+use crate::wheel::DueKind;
+use crate::wire;
+use crossbeam_channel::Receiver;
+use pipeline::{ScrapeFailure, Series, WalkConfig, WalkStats, Walker};
+use state::{diff_sorted, HashKeyed, IdentityHasher, ScrapeState, StoredBody};
+use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A due scrape handed from the wheel to a worker.
+pub struct Job {
+    pub target: Arc<Target>,
+    /// The slot's due time, Unix ns; becomes the samples' timestamp when the worker starts
+    /// within tolerance of it.
+    pub due_ns: u64,
+    pub kind: DueKind,
+}
+
+/// Counters shared by all workers.
+pub struct WorkerMetrics {
+    pub scrapes: Arc<Counter>,
+    pub failures: Arc<Counter>,
+    pub samples_scraped: Arc<Counter>,
+    pub samples_appended: Arc<Counter>,
+    pub stale_markers: Arc<Counter>,
+    pub body_bytes: Arc<Counter>,
+    pub busy_ns: Arc<Counter>,
+    pub panics: Arc<Counter>,
+    pub exceeded_sample_limit: Arc<Counter>,
+    pub exceeded_body_size_limit: Arc<Counter>,
+    pub exceeded_label_limits: Arc<Counter>,
+    pub duplicate_samples: Arc<Counter>,
+}
+
+impl WorkerMetrics {
+    pub fn new(reg: &Registry) -> Self {
+        Self {
+            scrapes: reg.counter("scrapewheel_scrapes_total", "Scrapes performed.", &[]),
+            failures: reg.counter(
+                "scrapewheel_scrape_failures_total",
+                "Scrapes that ended with up=0.",
+                &[],
+            ),
+            samples_scraped: reg.counter(
+                "scrapewheel_samples_scraped_total",
+                "Samples parsed from target bodies.",
+                &[],
+            ),
+            samples_appended: reg.counter(
+                "scrapewheel_samples_appended_total",
+                "Samples committed to the append buffer, report series and staleness markers included.",
+                &[],
+            ),
+            stale_markers: reg.counter(
+                "scrapewheel_stale_markers_total",
+                "Staleness markers written.",
+                &[],
+            ),
+            body_bytes: reg.counter(
+                "scrapewheel_scrape_body_bytes_total",
+                "Decompressed body bytes read from targets.",
+                &[],
+            ),
+            busy_ns: reg.counter(
+                "scrapewheel_worker_busy_nanoseconds_total",
+                "Time workers spent on scrapes.",
+                &[],
+            ),
+            panics: reg.counter(
+                "scrapewheel_worker_panics_total",
+                "Scrapes aborted by a panic (a bug: please report it).",
+                &[],
+            ),
+            exceeded_sample_limit: reg.counter(
+                "prometheus_target_scrapes_exceeded_sample_limit_total",
+                "Scrapes that hit the sample limit and were rejected.",
+                &[],
+            ),
+            exceeded_body_size_limit: reg.counter(
+                "prometheus_target_scrapes_exceeded_body_size_limit_total",
+                "Scrapes that hit the body size limit.",
+                &[],
+            ),
+            exceeded_label_limits: reg.counter(
+                "prometheus_target_scrape_pool_exceeded_label_limits_total",
+                "Scrapes that hit a label limit.",
+                &[],
+            ),
+            duplicate_samples: reg.counter(
+                "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+                "Samples dropped because the same series appeared twice in one scrape.",
+                &[],
+            ),
+        }
+    }
+}
+
+/// What every worker shares.
+pub struct WorkerContext {
+    pub client: HttpClient,
+    pub append: Arc<AppendBuffer>,
+    pub metrics: WorkerMetrics,
+    /// Set at shutdown: jobs still queued are skipped (the scrape in hand finishes), and
+    /// no end-of-run markers are written, as in Prometheus.
+    pub stopping: std::sync::atomic::AtomicBool,
+}
+
+/// The running pool.
+pub struct WorkerPool {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    pub fn start(n: usize, rx: Receiver<Job>, ctx: Arc<WorkerContext>) -> std::io::Result<Self> {
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let rx = rx.clone();
+            let ctx = ctx.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("sw-worker-{i}"))
+                    .spawn(move || run(rx, ctx))?,
+            );
+        }
+        Ok(Self { handles })
+    }
+
+    /// Waits for every worker to exit (they do once the job channel disconnects).
+    pub fn join(self) {
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+fn run(rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
+    let mut scratch = Scratch::default();
+    while let Ok(job) = rx.recv() {
+        if ctx.stopping.load(Ordering::Acquire) {
+            job.target.in_flight.store(false, Ordering::Release);
+            continue;
+        }
+        let started = Instant::now();
+        let target = job.target.clone();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job.kind {
+            DueKind::Scrape => scrape_target(&ctx, &mut scratch, &job),
+            DueKind::Final => end_of_run(&ctx, &mut scratch, &job),
+        }));
+        if outcome.is_err() {
+            ctx.metrics.panics.inc();
+            crate::error!(
+                "scrape panicked; the target keeps its schedule",
+                target = target.display_url(),
+                job = target.job_name()
+            );
+            scratch = Scratch::default();
+        }
+        if job.kind == DueKind::Scrape {
+            target.in_flight.store(false, Ordering::Release);
+        }
+        ctx.metrics.busy_ns.add(started.elapsed().as_nanos() as u64);
+    }
+}
+
+/// Per-worker buffers, reused across scrapes so the steady state allocates nothing per
+/// sample.
+#[derive(Default)]
+pub struct Scratch {
+    body: Vec<u8>,
+    old_body: Vec<u8>,
+    batch: Vec<u8>,
+    walker: Walker,
+    seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
+    cur: Vec<u64>,
+    vanished: Vec<u64>,
+}
+
+impl Scratch {
+    /// The body buffer the HTTP stage fills (benches and tests fill it directly).
+    pub fn body_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.body
+    }
+
+    /// The commit-ready batch left by [`process_scrape`].
+    pub fn batch(&self) -> &[u8] {
+        &self.batch
+    }
+}
+
+/// Prometheus's timestamp tolerance: a scrape that starts within min(interval/100, 2ms)
+/// of its slot is stamped with the slot time, so series get perfectly regular timestamps.
+fn scrape_timestamp_ms(due_ns: u64, now_ns: u64, interval: Duration) -> i64 {
+    let tolerance = (interval.as_nanos() as u64 / 100).min(2_000_000);
+    let t = if now_ns.abs_diff(due_ns) <= tolerance {
+        due_ns
+    } else {
+        now_ns
+    };
+    (t / 1_000_000) as i64
+}
+
+#[derive(Default)]
+struct BatchInfo {
+    samples: u64,
+    min_ts: i64,
+    max_ts: i64,
+}
+
+impl BatchInfo {
+    fn note(&mut self, ts: i64) {
+        if self.samples == 0 {
+            self.min_ts = ts;
+            self.max_ts = ts;
+        } else {
+            self.min_ts = self.min_ts.min(ts);
+            self.max_ts = self.max_ts.max(ts);
+        }
+        self.samples += 1;
+    }
+}
+
+fn walk_config(target: &Target, scrape_ts: i64) -> WalkConfig<'_> {
+    let c = &target.job.config;
+    WalkConfig {
+        target_labels: &target.series_labels,
+        scrape_ts,
+        honor_labels: c.honor_labels,
+        honor_timestamps: c.honor_timestamps,
+        label_limit: c.label_limit,
+        label_name_length_limit: c.label_name_length_limit,
+        label_value_length_limit: c.label_value_length_limit,
+        metric_relabel: &c.metric_relabel_configs,
+    }
+}
+
+fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
+    let target = &job.target;
+    let cfg = &target.job.config;
+    let start = Instant::now();
+    let start_ms = crate::time::unix_ms();
+    let ts = scrape_timestamp_ms(job.due_ns, crate::time::unix_ns(), target.interval);
+    let forced = target.forced_error.lock().clone();
+    let fetched: Result<Option<Format>, ScrapeFailure> = match forced {
+        Some(err) => Err(ScrapeFailure::Forced(err)),
+        None => {
+            s.body.reserve(target.state.lock().body_hint);
+            let req = ScrapeRequest {
+                url: target.url.clone(),
+                accept: target.job.accept.clone(),
+                accept_encoding_gzip: cfg.enable_compression,
+                timeout: target.timeout,
+                body_size_limit: cfg.body_size_limit,
+                auth: target.job.auth.clone(),
+            };
+            ctx.client
+                .fetch(&req, &mut s.body)
+                .map_err(ScrapeFailure::from)
+                .and_then(|f| {
+                    ctx.metrics.body_bytes.add(s.body.len() as u64);
+                    if s.body.is_empty() {
+                        return Ok(None);
+                    }
+                    body_format(f.content_type.as_deref(), cfg.fallback_scrape_protocol).map(Some)
+                })
+        }
+    };
+    let out = process_scrape(s, target, fetched, ts, start);
+    ctx.append
+        .commit(target.key, &s.batch, out.appended, out.min_ts, out.max_ts);
+
+    let m = &ctx.metrics;
+    m.scrapes.inc();
+    m.samples_scraped.add(out.scraped);
+    m.samples_appended.add(out.appended);
+    m.stale_markers.add(out.stale_markers);
+    m.duplicate_samples.add(out.duplicates);
+    match &out.result {
+        Ok(()) => {}
+        Err(e) => {
+            m.failures.inc();
+            match e {
+                ScrapeFailure::SampleLimit { .. } => m.exceeded_sample_limit.inc(),
+                ScrapeFailure::Http(h) if h.is_body_size_limit() => {
+                    m.exceeded_body_size_limit.inc()
+                }
+                e if e.is_label_limit() => m.exceeded_label_limits.inc(),
+                _ => {}
+            }
+        }
+    }
+    let mut h = target.health.lock();
+    h.up = Some(out.result.is_ok());
+    h.last_scrape_ms = start_ms;
+    h.last_duration_s = out.duration_s;
+    h.last_samples = out.scraped;
+    h.last_error = out
+        .result
+        .as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    drop(h);
+    // Keep the body buffer from growing without bound after one huge scrape.
+    if s.body.capacity() > 4 * s.body.len().max(1 << 20) {
+        s.body = Vec::new();
+    }
+}
+
+/// Picks the parser from the response's Content-Type, or the job's fallback.
+fn body_format(
+    content_type: Option<&str>,
+    fallback: Option<crate::config::ScrapeProtocol>,
+) -> Result<Format, ScrapeFailure> {
+    match content_type {
+        Some(ct) => match (Format::from_content_type(ct), fallback) {
+            (Some(f), _) => Ok(f),
+            (None, Some(p)) => Ok(fallback_format(p)),
+            (None, None) => Err(ScrapeFailure::UnsupportedContentType(ct.to_string())),
+        },
+        None => fallback
+            .map(fallback_format)
+            .ok_or(ScrapeFailure::BlankContentType),
+    }
+}
+
+/// What one scrape produced; the batch itself is in the scratch.
+pub struct ScrapeOutcome {
+    pub result: Result<(), ScrapeFailure>,
+    /// Samples in the batch: series, staleness markers and report series.
+    pub appended: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub scraped: u64,
+    pub post_relabel: u64,
+    pub series_added: u64,
+    pub stale_markers: u64,
+    pub duplicates: u64,
+    pub duration_s: f64,
+}
+
+/// Everything after the HTTP request: walks the body in `s` (when `fetched` says there is
+/// one), diffs the series against the target's last scrape, writes staleness markers and
+/// the report series, and leaves the commit-ready batch in the scratch. A failure leaves
+/// only markers and the report (up=0) in the batch.
+pub fn process_scrape(
+    s: &mut Scratch,
+    target: &Target,
+    fetched: Result<Option<Format>, ScrapeFailure>,
+    ts: i64,
+    started: Instant,
+) -> ScrapeOutcome {
+    let cfg = &target.job.config;
+    let mut state = target.state.lock();
+    let state = &mut *state;
+    s.batch.clear();
+    s.seen.clear();
+    s.cur.clear();
+    s.vanished.clear();
+    let mut info = BatchInfo::default();
+    let mut stats = WalkStats::default();
+    let mut duplicates = 0u64;
+    let mut format = Format::PromText;
+    let result = match fetched {
+        Err(e) => Err(e),
+        Ok(None) => Ok(()),
+        Ok(Some(f)) => {
+            format = f;
+            let sample_limit = cfg.sample_limit;
+            let track_explicit = cfg.track_timestamps_staleness;
+            let mut limit_hit = false;
+            let walked = {
+                let (batch, seen, cur, info) = (&mut s.batch, &mut s.seen, &mut s.cur, &mut info);
+                let mut emit = |x: Series<'_>| -> Result<(), ScrapeFailure> {
+                    if limit_hit {
+                        return Ok(());
+                    }
+                    if !x.explicit_timestamp || track_explicit {
+                        if !seen.insert(x.hash) {
+                            if !x.explicit_timestamp {
+                                duplicates += 1;
+                                return Ok(());
+                            }
+                        } else {
+                            cur.push(x.hash);
+                        }
+                    }
+                    if sample_limit > 0 && info.samples >= sample_limit {
+                        limit_hit = true;
+                        return Ok(());
+                    }
+                    wire::put_series(batch, x.labels, x.value, x.timestamp);
+                    info.note(x.timestamp);
+                    Ok(())
+                };
+                s.walker.walk(
+                    &s.body,
+                    format,
+                    &walk_config(target, ts),
+                    &mut state.relabel_cache,
+                    &mut stats,
+                    &mut emit,
+                )
+            };
+            match walked {
+                Err(e) => Err(e),
+                Ok(()) if limit_hit => Err(ScrapeFailure::SampleLimit {
+                    limit: sample_limit,
+                }),
+                Ok(()) => Ok(()),
+            }
+        }
+    };
+    if result.is_err() {
+        // Rollback: nothing from the body is kept, only markers and the report.
+        s.batch.clear();
+        info = BatchInfo::default();
+    }
+    s.cur.sort_unstable();
+    let added = diff_sorted(&state.prev, &s.cur, &mut s.vanished);
+    let stale_markers = if s.vanished.is_empty() {
+        0
+    } else {
+        write_stale_markers(s, state, target, ts, &mut info)
+    };
+    if added > 0 && !s.body.is_empty() {
+        // This body introduced a series: keep it so that series' labels can be recovered
+        // when it vanishes.
+        state.body = Some(StoredBody {
+            snappy: snap::raw::Encoder::new()
+                .compress_vec(&s.body)
+                .unwrap_or_default()
+                .into_boxed_slice(),
+            format,
+        });
+    }
+    if added > 0 || !s.vanished.is_empty() {
+        state.prev = s.cur.as_slice().into();
+    }
+    if state.prev.is_empty() {
+        state.body = None;
+    }
+    state.body_hint = s.body.len();
+    let duration_s = started.elapsed().as_secs_f64();
+    let values = [
+        if result.is_ok() { 1.0 } else { 0.0 },
+        duration_s,
+        stats.scraped as f64,
+        stats.post_relabel as f64,
+        added as f64,
+    ];
+    for (labels, v) in state.report_labels.iter().zip(values) {
+        wire::put_series(&mut s.batch, labels, v, ts);
+        info.note(ts);
+    }
+    ScrapeOutcome {
+        result,
+        appended: info.samples,
+        min_ts: info.min_ts,
+        max_ts: info.max_ts,
+        scraped: stats.scraped,
+        post_relabel: stats.post_relabel,
+        series_added: added,
+        stale_markers,
+        duplicates,
+        duration_s,
+    }
+}
+
+fn fallback_format(p: crate::config::ScrapeProtocol) -> Format {
+    use crate::config::ScrapeProtocol as P;
+    match p {
+        P::OpenMetricsText0_0_1 | P::OpenMetricsText1_0_0 => Format::OpenMetrics,
+        P::PrometheusText0_0_4 | P::PrometheusText1_0_0 => Format::PromText,
+    }
+}
+
+/// Re-walks the stored body and writes a staleness marker for each series in
+/// `s.vanished`. Returns the number written.
+fn write_stale_markers(
+    s: &mut Scratch,
+    state: &mut ScrapeState,
+    target: &Target,
+    ts: i64,
+    info: &mut BatchInfo,
+) -> u64 {
+    let Some(stored) = &state.body else {
+        return 0;
+    };
+    s.old_body.clear();
+    let decompressed = snap::raw::decompress_len(&stored.snappy).and_then(|n| {
+        s.old_body.resize(n, 0);
+        snap::raw::Decoder::new().decompress(&stored.snappy, &mut s.old_body)
+    });
+    if decompressed.is_err() {
+        return 0;
+    }
+    let mut done = vec![false; s.vanished.len()];
+    let mut written = 0u64;
+    let vanished = &s.vanished;
+    let batch = &mut s.batch;
+    let mut emit = |x: Series<'_>| -> Result<(), ScrapeFailure> {
+        if let Ok(i) = vanished.binary_search(&x.hash) {
+            if !done[i] {
+                done[i] = true;
+                wire::put_series(batch, x.labels, wire::stale_nan(), ts);
+                info.note(ts);
+                written += 1;
+            }
+        }
+        Ok(())
+    };
+    // The body parsed before (up to any error); an error now only ends the pass early.
+    let _ = s.walker.walk(
+        &s.old_body,
+        stored.format,
+        &walk_config(target, ts),
+        &mut state.relabel_cache,
+        &mut WalkStats::default(),
+        &mut emit,
+    );
+    written
+}
+
+/// A removed target: staleness markers for every series it last exposed and for its
+/// report series, at the slot time, then its memory is released.
+fn end_of_run(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
+    let target = &job.target;
+    let mut state = target.state.lock();
+    let ts = (job.due_ns / 1_000_000) as i64;
+    s.batch.clear();
+    s.vanished.clear();
+    s.vanished.extend_from_slice(&state.prev);
+    let mut info = BatchInfo::default();
+    let mut n = write_stale_markers(s, &mut state, target, ts, &mut info);
+    let scraped_before = target.health.lock().up.is_some();
+    if scraped_before {
+        for labels in &state.report_labels {
+            wire::put_series(&mut s.batch, labels, wire::stale_nan(), ts);
+            info.note(ts);
+            n += 1;
+        }
+    }
+    state.prev = Box::new([]);
+    state.body = None;
+    state.relabel_cache = HashKeyed::default();
+    drop(state);
+    if info.samples > 0 {
+        ctx.append
+            .commit(target.key, &s.batch, info.samples, info.min_ts, info.max_ts);
+    }
+    ctx.metrics.stale_markers.add(n);
+    ctx.metrics.samples_appended.add(info.samples);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_snaps_to_slot_within_tolerance() {
+        let i = Duration::from_secs(10);
+        let due = 1_700_000_000_000_000_000u64;
+        assert_eq!(
+            scrape_timestamp_ms(due, due + 1_500_000, i),
+            1_700_000_000_000
+        );
+        assert_eq!(
+            scrape_timestamp_ms(due, due + 2_500_000, i),
+            1_700_000_000_002
+        );
+        // A 100ms interval has a 1ms tolerance.
+        assert_eq!(
+            scrape_timestamp_ms(due, due + 1_500_000, Duration::from_millis(100)),
+            1_700_000_000_001
+        );
+    }
+}

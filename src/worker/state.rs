@@ -1,0 +1,168 @@
+//! What a target remembers between scrapes, kept small on purpose (≤ 64 bytes per active
+//! series is the budget):
+//!
+//! - the hashes of the series its last scrape exposed, as one sorted `Box<[u64]>`
+//!   (8 bytes per series) — enough to tell which series vanished and which are new;
+//! - the last body that introduced a new series, snappy-compressed (typically 15–25 bytes
+//!   per series) — re-parsed only when a series vanishes, to recover its labels for the
+//!   staleness marker, so no per-series label cache is needed;
+//! - the report series' label bytes, encoded once per target;
+//! - for jobs with metric_relabel_configs only, a cache of relabel results keyed by a
+//!   hash of the raw series text (relabeling is the one step worth caching).
+
+use crate::labels::{LabelSet, METRIC_NAME};
+use crate::parse::Format;
+use crate::wire;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// The report series Prometheus writes for every scrape, in the order their values are
+/// passed to `Pipeline::report`.
+pub const REPORT_NAMES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+/// A hasher for keys that already are good 64-bit hashes.
+#[derive(Default, Clone, Copy)]
+pub struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+pub type HashKeyed<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+
+/// A metric-relabel result for one raw series.
+#[derive(Debug)]
+pub enum Cached {
+    /// Final labels, encoded, and their hash.
+    Keep {
+        labels: Box<[u8]>,
+        hash: u64,
+    },
+    Drop,
+}
+
+/// A body kept to recover the labels of series that later vanish.
+#[derive(Debug)]
+pub struct StoredBody {
+    pub snappy: Box<[u8]>,
+    pub format: Format,
+}
+
+#[derive(Debug)]
+pub struct ScrapeState {
+    /// Sorted hashes of the series the last scrape exposed (without explicit timestamps).
+    pub prev: Box<[u64]>,
+    /// Covers at least every series in `prev`.
+    pub body: Option<StoredBody>,
+    pub report_labels: [Box<[u8]>; 5],
+    pub relabel_cache: HashKeyed<Cached>,
+    /// Size of the last body, to presize the next read.
+    pub body_hint: usize,
+}
+
+impl ScrapeState {
+    pub fn new(series_labels: &LabelSet) -> Self {
+        let report_labels = REPORT_NAMES.map(|name| {
+            let mut set = series_labels.clone();
+            set.set(METRIC_NAME, name);
+            let mut buf = Vec::new();
+            for l in &set {
+                wire::put_label(&mut buf, l.name.as_bytes(), l.value.as_bytes());
+            }
+            buf.into_boxed_slice()
+        });
+        ScrapeState {
+            prev: Box::new([]),
+            body: None,
+            report_labels,
+            relabel_cache: HashKeyed::default(),
+            body_hint: 0,
+        }
+    }
+
+    /// Approximate heap bytes held, for the series-memory gauge.
+    pub fn heap_bytes(&self) -> usize {
+        let cache: usize = self
+            .relabel_cache
+            .values()
+            .map(|c| match c {
+                Cached::Keep { labels, .. } => labels.len() + 40,
+                Cached::Drop => 24,
+            })
+            .sum();
+        self.prev.len() * 8
+            + self.body.as_ref().map_or(0, |b| b.snappy.len())
+            + self.report_labels.iter().map(|l| l.len()).sum::<usize>()
+            + cache
+    }
+}
+
+/// Walks two sorted, deduplicated hash lists: returns how many of `cur` are not in
+/// `prev` and pushes the ones of `prev` missing from `cur` onto `vanished`.
+pub fn diff_sorted(prev: &[u64], cur: &[u64], vanished: &mut Vec<u64>) -> u64 {
+    let (mut i, mut j, mut added) = (0, 0, 0u64);
+    while i < prev.len() && j < cur.len() {
+        match prev[i].cmp(&cur[j]) {
+            std::cmp::Ordering::Less => {
+                vanished.push(prev[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                added += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    vanished.extend_from_slice(&prev[i..]);
+    added + (cur.len() - j) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_finds_added_and_vanished() {
+        let mut v = Vec::new();
+        assert_eq!(diff_sorted(&[1, 3, 5, 7], &[2, 3, 7, 8, 9], &mut v), 3);
+        assert_eq!(v, vec![1, 5]);
+        v.clear();
+        assert_eq!(diff_sorted(&[], &[1], &mut v), 1);
+        assert!(v.is_empty());
+        assert_eq!(diff_sorted(&[4], &[], &mut v), 0);
+        assert_eq!(v, vec![4]);
+    }
+
+    #[test]
+    fn report_labels_are_sorted_with_name() {
+        let s = ScrapeState::new(&LabelSet::from_pairs([("job", "j"), ("Zone", "z")]));
+        let mut buf = Vec::new();
+        wire::put_series(&mut buf, &s.report_labels[0], 1.0, 1);
+        let mut names = Vec::new();
+        wire::decode_write_request(&buf, |d| {
+            names = d.labels.iter().map(|(n, v)| format!("{n}={v}")).collect()
+        })
+        .expect("decodes");
+        assert_eq!(names, ["Zone=z", "__name__=up", "job=j"]);
+    }
+}
