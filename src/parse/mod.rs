@@ -396,7 +396,9 @@ impl<'a> Parser<'a> {
     }
 
     /// The next entry, `None` at the end of the body (after `# EOF` for OpenMetrics).
-    #[allow(clippy::should_implement_trait)] // entries borrow `self.labels`; not an Iterator
+    // Not an Iterator: `labels()` must be read between calls, and the name is the
+    // worker's contract.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Entry<'a>>, ParseError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());

@@ -8,7 +8,7 @@
 //! `exported_` rename needs the per-worker arena, and label bytes go to a reused buffer.
 
 use crate::labels::{Label, LabelSet, METRIC_NAME};
-use crate::parse::{self, Entry, Format, ParseError, RawLabel, RawStr};
+use crate::parse::{self, Entry, Format, MetricType, ParseError, RawLabel, RawStr};
 use crate::relabel;
 use crate::scrape::ScrapeError;
 use crate::wire;
@@ -150,11 +150,14 @@ impl Walker {
         Str::Arena(start, self.arena.len() as u32)
     }
 
-    /// Builds the merged, unsorted label refs of one sample into `refs`.
+    /// Builds the merged, unsorted label refs of one sample into `refs`. `family` is the
+    /// type of the last TYPE line: like Prometheus, only a histogram's `le` and a
+    /// summary's `quantile` values are re-spelled (`1` → `1.0`).
     fn build_refs<'a>(
         &mut self,
         name: RawStr<'a>,
         labels: &[RawLabel<'a>],
+        family: MetricType,
         target: &'a [Label],
         honor_labels: bool,
         refs: &mut Vec<LRef<'a>>,
@@ -170,7 +173,12 @@ impl Walker {
             let lname = self.intern(l.name);
             let mut value = self.intern(l.value);
             let n = resolve(lname, &self.arena);
-            if n == "le" || n == "quantile" {
+            let normalize = match family {
+                MetricType::Histogram | MetricType::GaugeHistogram => n == "le",
+                MetricType::Summary => n == "quantile",
+                _ => false,
+            };
+            if normalize {
                 let v = resolve(value, &self.arena);
                 if parse::normalize_float_label(v, &mut self.tmp) {
                     let tmp = std::mem::take(&mut self.tmp);
@@ -251,8 +259,16 @@ impl Walker {
         let mut refs: Vec<LRef<'a>> = Vec::with_capacity(16);
         let target = cfg.target_labels.as_slice();
         let scrape_ts = cfg.scrape_ts;
+        let mut family = MetricType::Unknown;
         while let Some(entry) = parser.next()? {
-            let Entry::Sample(s) = entry else { continue };
+            let s = match entry {
+                Entry::Sample(s) => s,
+                Entry::Type { kind, .. } => {
+                    family = kind;
+                    continue;
+                }
+                _ => continue,
+            };
             stats.scraped += 1;
             let (timestamp, explicit_timestamp) = match s.timestamp {
                 Some(t) if cfg.honor_timestamps => (t, true),
@@ -274,7 +290,14 @@ impl Walker {
                     }
                     continue;
                 }
-                self.build_refs(s.name, parser.labels(), target, cfg.honor_labels, &mut refs);
+                self.build_refs(
+                    s.name,
+                    parser.labels(),
+                    family,
+                    target,
+                    cfg.honor_labels,
+                    &mut refs,
+                );
                 let mut set = LabelSet::new();
                 for r in &refs {
                     set.set(resolve(r.name, &self.arena), resolve(r.value, &self.arena));
@@ -307,7 +330,14 @@ impl Walker {
                     },
                 );
             } else {
-                self.build_refs(s.name, parser.labels(), target, cfg.honor_labels, &mut refs);
+                self.build_refs(
+                    s.name,
+                    parser.labels(),
+                    family,
+                    target,
+                    cfg.honor_labels,
+                    &mut refs,
+                );
                 let arena = self.arena.as_str();
                 refs.sort_unstable_by(|a, b| resolve(a.name, arena).cmp(resolve(b.name, arena)));
                 for w in refs.windows(2) {
@@ -501,9 +531,18 @@ mod tests {
     }
 
     #[test]
-    fn le_is_normalised() {
-        let got = run("h_bucket{le=\"1\"} 1\n", &LabelSet::new(), &cfg()).expect("ok");
-        assert_eq!(got, ["{__name__=h_bucket,le=1.0} 1 @1000"]);
+    fn le_and_quantile_are_normalised_only_in_their_families() {
+        let body = "# TYPE h histogram\nh_bucket{le=\"1\"} 1\n# TYPE s summary\ns{quantile=\"1\"} 1\ng{le=\"1\"} 2\n# TYPE g gauge\ng{le=\"1\"} 3\n";
+        let got = run(body, &LabelSet::new(), &cfg()).expect("ok");
+        assert_eq!(
+            got,
+            [
+                "{__name__=h_bucket,le=1.0} 1 @1000",
+                "{__name__=s,quantile=1.0} 1 @1000",
+                "{__name__=g,le=1} 2 @1000",
+                "{__name__=g,le=1} 3 @1000"
+            ]
+        );
     }
 
     #[test]
