@@ -67,6 +67,16 @@ fn varint_len(v: u64) -> usize {
 /// Appends one encoded `Label` (with its TimeSeries field tag) to `buf`.
 #[inline]
 pub fn put_label(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    // Nearly every label fits single-byte lengths: write its 5 framing bytes at once.
+    let inner_short = name.len() + value.len() + 4;
+    if inner_short < 128 && name.len() < 128 && value.len() < 128 {
+        buf.reserve(inner_short + 2);
+        buf.extend_from_slice(&[TAG_LABEL, inner_short as u8, TAG_NAME, name.len() as u8]);
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(&[TAG_VALUE, value.len() as u8]);
+        buf.extend_from_slice(value);
+        return;
+    }
     let inner = 1
         + varint_len(name.len() as u64)
         + name.len()
@@ -313,6 +323,20 @@ mod tests {
         let mut got = Vec::new();
         decode_write_request(&buf, |s| got.push(s.labels[0].1.len())).expect("decodes");
         assert_eq!(got, vec![300]);
+    }
+
+    #[test]
+    fn label_lengths_around_the_single_byte_boundary() {
+        for n in 118..132 {
+            let v = "x".repeat(n);
+            let buf = encode(&[("name", &v), (&v, "y")], 1.0, 1);
+            let mut got = Vec::new();
+            decode_write_request(&buf, |s| {
+                got = s.labels.iter().map(|(a, b)| (a.len(), b.len())).collect()
+            })
+            .expect("decodes");
+            assert_eq!(got, vec![(4, n), (n, 1)], "length {n}");
+        }
     }
 
     #[test]

@@ -52,8 +52,6 @@ pub enum ScrapeFailure {
         len: usize,
         limit: u64,
     },
-    #[error("label name {name:?} is not unique in series {series}: invalid sample")]
-    DuplicateLabel { name: String, series: String },
     #[error("missing metric name (__name__ label) after metric relabeling of {series}")]
     MissingMetricName { series: String },
     #[error("{0}")]
@@ -150,9 +148,14 @@ impl Walker {
         Str::Arena(start, self.arena.len() as u32)
     }
 
-    /// Builds the merged, unsorted label refs of one sample into `refs`. `family` is the
-    /// type of the last TYPE line: like Prometheus, only a histogram's `le` and a
-    /// summary's `quantile` values are re-spelled (`1` → `1.0`).
+    /// Builds the merged label refs of one sample into `out`, sorted by name. `family` is
+    /// the type of the last TYPE line: like Prometheus, only a histogram's `le` and a
+    /// summary's `quantile` values are re-spelled (`1` → `1.0`). `scraped` is scratch.
+    ///
+    /// The parser has already rejected duplicate names within a line, so after sorting,
+    /// the scraped labels and the (sorted) target labels merge in one pass. Only a clash
+    /// between the two takes the slow path.
+    #[allow(clippy::too_many_arguments)] // one call site; the refs are caller-owned scratch
     fn build_refs<'a>(
         &mut self,
         name: RawStr<'a>,
@@ -160,12 +163,14 @@ impl Walker {
         family: MetricType,
         target: &'a [Label],
         honor_labels: bool,
-        refs: &mut Vec<LRef<'a>>,
+        scraped: &mut Vec<LRef<'a>>,
+        out: &mut Vec<LRef<'a>>,
     ) {
         self.arena.clear();
-        refs.clear();
+        scraped.clear();
+        out.clear();
         let name = self.intern(name);
-        refs.push(LRef {
+        scraped.push(LRef {
             name: Str::Borrowed(METRIC_NAME),
             value: name,
         });
@@ -189,58 +194,76 @@ impl Walker {
             if resolve(value, &self.arena).is_empty() {
                 continue;
             }
-            refs.push(LRef { name: lname, value });
+            scraped.push(LRef { name: lname, value });
         }
-        if honor_labels {
-            for t in target {
-                if !refs.iter().any(|r| resolve(r.name, &self.arena) == t.name) {
-                    refs.push(LRef {
-                        name: Str::Borrowed(&t.name),
-                        value: Str::Borrowed(&t.value),
-                    });
-                }
-            }
-            return;
-        }
-        // Target labels win; a scraped label they clash with becomes exported_<name>
-        // (prefixed again while that is taken too), shortest names first, as Prometheus.
-        let scraped = refs.len();
+        let arena = self.arena.as_str();
+        // Exporters usually write labels sorted already: insertion sort is then linear.
+        scraped.sort_by(|a, b| resolve(a.name, arena).cmp(resolve(b.name, arena)));
         let mut conflicts = 0usize;
-        for t in target {
-            if let Some(pos) = refs[..scraped]
-                .iter()
-                .position(|r| resolve(r.name, &self.arena) == t.name)
-            {
-                // Park the conflicting scraped label at the end of the scraped part.
-                refs[pos..scraped].rotate_left(1);
-                conflicts += 1;
-            }
-            refs.push(LRef {
+        let (mut i, mut j) = (0, 0);
+        while i < scraped.len() || j < target.len() {
+            let ord = match (scraped.get(i), target.get(j)) {
+                (Some(r), Some(t)) => resolve(r.name, arena).cmp(t.name.as_str()),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            let from_target = |t: &'a Label| LRef {
                 name: Str::Borrowed(&t.name),
                 value: Str::Borrowed(&t.value),
-            });
-        }
-        if conflicts == 0 {
-            return;
-        }
-        let parked = scraped - conflicts..scraped;
-        refs[parked.clone()].sort_by_key(|r| resolve(r.name, &self.arena).len());
-        for i in parked {
-            let base = resolve(refs[i].name, &self.arena).to_string();
-            let mut prefix_count = 1;
-            loop {
-                let candidate = format!("{}{base}", "exported_".repeat(prefix_count));
-                let taken = refs
-                    .iter()
-                    .enumerate()
-                    .any(|(j, r)| j != i && resolve(r.name, &self.arena) == candidate);
-                if !taken {
-                    refs[i].name = self.push_arena(&[&candidate]);
-                    break;
+            };
+            match ord {
+                std::cmp::Ordering::Less => {
+                    out.push(scraped[i]);
+                    i += 1;
                 }
-                prefix_count += 1;
+                std::cmp::Ordering::Greater => {
+                    out.push(from_target(&target[j]));
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal if honor_labels => {
+                    out.push(scraped[i]);
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    // Park the clashing scraped label at the end for renaming below.
+                    scraped[conflicts] = scraped[i];
+                    conflicts += 1;
+                    out.push(from_target(&target[j]));
+                    i += 1;
+                    j += 1;
+                }
             }
         }
+        if conflicts > 0 {
+            self.rename_conflicts(&mut scraped[..conflicts], out);
+        }
+    }
+
+    /// Target labels win a clash: each clashing scraped label becomes exported_<name>
+    /// (prefixed again while that is taken too), shortest names first, as Prometheus.
+    fn rename_conflicts<'a>(&mut self, conflicts: &mut [LRef<'a>], out: &mut Vec<LRef<'a>>) {
+        conflicts.sort_by_key(|r| resolve(r.name, &self.arena).len());
+        for c in conflicts.iter() {
+            let base = resolve(c.name, &self.arena).to_string();
+            let mut prefix_count = 1;
+            let new_name = loop {
+                let candidate = format!("{}{base}", "exported_".repeat(prefix_count));
+                if !out
+                    .iter()
+                    .any(|r| resolve(r.name, &self.arena) == candidate)
+                {
+                    break self.push_arena(&[&candidate]);
+                }
+                prefix_count += 1;
+            };
+            out.push(LRef {
+                name: new_name,
+                value: c.value,
+            });
+        }
+        let arena = self.arena.as_str();
+        out.sort_by(|a, b| resolve(a.name, arena).cmp(resolve(b.name, arena)));
     }
 
     /// Parses `body` and calls `emit` for every sample that survives relabeling.
@@ -256,7 +279,8 @@ impl Walker {
         emit: &mut dyn FnMut(Series<'_>) -> Result<(), ScrapeFailure>,
     ) -> Result<(), ScrapeFailure> {
         let mut parser = parse::Parser::new(body, format)?;
-        let mut refs: Vec<LRef<'a>> = Vec::with_capacity(16);
+        let mut scratch_refs: Vec<LRef<'a>> = Vec::with_capacity(16);
+        let mut refs: Vec<LRef<'a>> = Vec::with_capacity(24);
         let target = cfg.target_labels.as_slice();
         let scrape_ts = cfg.scrape_ts;
         let mut family = MetricType::Unknown;
@@ -296,6 +320,7 @@ impl Walker {
                     family,
                     target,
                     cfg.honor_labels,
+                    &mut scratch_refs,
                     &mut refs,
                 );
                 let mut set = LabelSet::new();
@@ -315,7 +340,7 @@ impl Walker {
                     cfg,
                     set.iter().map(|l| (l.name.as_str(), l.value.as_str())),
                     set.len(),
-                    set.get_or_empty(METRIC_NAME),
+                    || set.get_or_empty(METRIC_NAME).to_string(),
                 )?;
                 self.label_bytes.clear();
                 for l in &set {
@@ -336,28 +361,21 @@ impl Walker {
                     family,
                     target,
                     cfg.honor_labels,
+                    &mut scratch_refs,
                     &mut refs,
                 );
                 let arena = self.arena.as_str();
-                refs.sort_unstable_by(|a, b| resolve(a.name, arena).cmp(resolve(b.name, arena)));
-                for w in refs.windows(2) {
-                    if resolve(w[0].name, arena) == resolve(w[1].name, arena) {
-                        return Err(ScrapeFailure::DuplicateLabel {
-                            name: resolve(w[0].name, arena).to_string(),
-                            series: s.series.to_string(),
-                        });
-                    }
-                }
-                let metric = refs
-                    .iter()
-                    .find(|r| resolve(r.name, arena) == METRIC_NAME)
-                    .map_or("", |r| resolve(r.value, arena));
                 check_limits(
                     cfg,
                     refs.iter()
                         .map(|r| (resolve(r.name, arena), resolve(r.value, arena))),
                     refs.len(),
-                    metric,
+                    || {
+                        refs.iter()
+                            .find(|r| resolve(r.name, arena) == METRIC_NAME)
+                            .map_or("", |r| resolve(r.value, arena))
+                            .to_string()
+                    },
                 )?;
                 self.label_bytes.clear();
                 for r in &refs {
@@ -382,15 +400,16 @@ impl Walker {
     }
 }
 
+/// The metric name is built only when a limit is hit.
 fn check_limits<'x>(
     cfg: &WalkConfig<'_>,
     labels: impl Iterator<Item = (&'x str, &'x str)>,
     count: usize,
-    metric: &str,
+    metric: impl Fn() -> String,
 ) -> Result<(), ScrapeFailure> {
     if cfg.label_limit > 0 && count as u64 > cfg.label_limit {
         return Err(ScrapeFailure::LabelLimit {
-            metric: metric.to_string(),
+            metric: metric(),
             count,
             limit: cfg.label_limit,
         });
@@ -401,7 +420,7 @@ fn check_limits<'x>(
     for (name, value) in labels {
         if cfg.label_name_length_limit > 0 && name.len() as u64 > cfg.label_name_length_limit {
             return Err(ScrapeFailure::LabelNameLength {
-                metric: metric.to_string(),
+                metric: metric(),
                 name: name.to_string(),
                 len: name.len(),
                 limit: cfg.label_name_length_limit,
@@ -409,7 +428,7 @@ fn check_limits<'x>(
         }
         if cfg.label_value_length_limit > 0 && value.len() as u64 > cfg.label_value_length_limit {
             return Err(ScrapeFailure::LabelValueLength {
-                metric: metric.to_string(),
+                metric: metric(),
                 name: name.to_string(),
                 value: value.to_string(),
                 len: value.len(),
