@@ -244,24 +244,30 @@ impl Walker {
     /// (prefixed again while that is taken too), shortest names first, as Prometheus.
     fn rename_conflicts<'a>(&mut self, conflicts: &mut [LRef<'a>], out: &mut Vec<LRef<'a>>) {
         conflicts.sort_by_key(|r| resolve(r.name, &self.arena).len());
+        let mut candidate = std::mem::take(&mut self.tmp);
         for c in conflicts.iter() {
-            let base = resolve(c.name, &self.arena).to_string();
-            let mut prefix_count = 1;
-            let new_name = loop {
-                let candidate = format!("{}{base}", "exported_".repeat(prefix_count));
+            let mut prefixes = 1;
+            loop {
+                candidate.clear();
+                for _ in 0..prefixes {
+                    candidate.push_str("exported_");
+                }
+                candidate.push_str(resolve(c.name, &self.arena));
                 if !out
                     .iter()
                     .any(|r| resolve(r.name, &self.arena) == candidate)
                 {
-                    break self.push_arena(&[&candidate]);
+                    break;
                 }
-                prefix_count += 1;
-            };
+                prefixes += 1;
+            }
+            let name = self.push_arena(&[&candidate]);
             out.push(LRef {
-                name: new_name,
+                name,
                 value: c.value,
             });
         }
+        self.tmp = candidate;
         let arena = self.arena.as_str();
         out.sort_by(|a, b| resolve(a.name, arena).cmp(resolve(b.name, arena)));
     }
