@@ -4,8 +4,8 @@
 Serves N targets on N consecutive free loopback ports, each exposing M series of a
 realistic exporter body (HELP/TYPE lines, counters, gauges and a histogram with label
 sets like node_exporter's). Answers gzip when asked (Accept-Encoding: gzip) if --gzip.
-Writes the list of target addresses to --targets-file and, on exit, per-request arrival
-offsets within the scrape interval to --arrivals-file (for phase-jitter figures).
+Writes the list of target addresses to --targets-file and, on exit, each target's request
+arrival times to --arrivals-file (for phase-jitter figures).
 
 Stops by itself after --duration seconds (or on SIGTERM/SIGINT). Loopback only.
 """
@@ -70,17 +70,17 @@ async def main() -> None:
     ap.add_argument("--arrivals-file")
     args = ap.parse_args()
 
-    arrivals = []
+    arrivals = [[] for _ in range(args.targets)]
     requests = 0
 
-    async def serve(reader, writer, plain, zipped):
+    async def serve(reader, writer, idx, plain, zipped):
         nonlocal requests
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 t = time.time()
                 requests += 1
-                arrivals.append(t)
+                arrivals[idx].append(t)
                 want_gzip = args.gzip and b"gzip" in head.lower()
                 payload = zipped if want_gzip else plain
                 hdr = (
@@ -105,7 +105,7 @@ async def main() -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         srv = await asyncio.start_server(
-            lambda r, w, p=plain, z=zipped: serve(r, w, p, z), sock=sock, backlog=64
+            lambda r, w, i=i, p=plain, z=zipped: serve(r, w, i, p, z), sock=sock, backlog=64
         )
         servers.append(srv)
         addrs.append(f"127.0.0.1:{sock.getsockname()[1]}")

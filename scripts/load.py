@@ -161,31 +161,17 @@ def main():
 
 
 def phase_jitter(arrivals_file, interval):
-    """Scrape-phase jitter seen by the targets: how far each request arrives from exactly
-    one interval after the same target's previous request."""
+    """Scrape-phase jitter seen by the targets: for every target, how far each gap
+    between two consecutive requests is from exactly one interval."""
     try:
         with open(arrivals_file) as f:
             data = json.load(f)
     except OSError:
         return {}
-    arr = sorted(data["arrivals"])
-    if len(arr) < 2:
-        return {}
-    # For every arrival, find the arrival closest to exactly one interval earlier; with
-    # pinned phases that is the same target's previous scrape (targets are spread over
-    # the interval, so neighbours are far apart compared with the jitter).
-    import bisect
     devs = []
-    for t in arr:
-        want = t - interval
-        i = bisect.bisect_left(arr, want)
-        best = None
-        for j in (i - 1, i):
-            if 0 <= j < len(arr) and arr[j] < t:
-                d = abs(arr[j] - want)
-                best = d if best is None else min(best, d)
-        if best is not None and best < interval / 4:
-            devs.append(best * 1000)
+    for times in data["arrivals"]:
+        for a, b in zip(times, times[1:]):
+            devs.append(abs((b - a) - interval) * 1000)
     if not devs:
         return {}
     devs.sort()
