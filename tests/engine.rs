@@ -83,6 +83,58 @@ fn scraped_samples_reach_the_spool_with_target_labels() {
 
     let only = export_jsonl(&dir.path().join("data"), &["requests_total{code=~\"2..\"}"]);
     assert!(!only.is_empty() && only.iter().all(|s| s.name() == "requests_total"));
+
+    backfill_with_promtool(&dir.path().join("data"), samples.len());
+}
+
+/// `promtool tsdb create-blocks-from openmetrics` accepts the export and the block holds
+/// every sample.
+fn backfill_with_promtool(data: &std::path::Path, samples: usize) {
+    let Some(promtool) = find_exe("promtool") else {
+        assert!(
+            !require_peers(),
+            "promtool (Debian package prometheus) is required"
+        );
+        eprintln!("skipped: promtool not installed");
+        return;
+    };
+    let out = std::process::Command::new(bin())
+        .args(["export", "--format", "openmetrics", "--data"])
+        .arg(data)
+        .output()
+        .expect("export");
+    assert!(out.status.success());
+    let om = data.join("export.om");
+    std::fs::write(&om, &out.stdout).expect("write export");
+    let blocks = data.join("blocks");
+    let run = std::process::Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&om)
+        .arg(&blocks)
+        .output()
+        .expect("promtool");
+    assert!(
+        run.status.success(),
+        "promtool rejected the export: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let list = std::process::Command::new(&promtool)
+        .args(["tsdb", "list"])
+        .arg(&blocks)
+        .output()
+        .expect("promtool list");
+    let text = String::from_utf8_lossy(&list.stdout);
+    // Columns: ULID, min time, max time, duration, number of samples, ...
+    let in_blocks: usize = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(
+        in_blocks, samples,
+        "every exported sample is in the blocks:\n{text}"
+    );
 }
 
 #[test]
