@@ -10,6 +10,7 @@ pub mod config;
 pub mod coordinator;
 pub mod discovery;
 pub mod export;
+pub mod hash;
 pub mod labels;
 pub mod log;
 pub mod metrics;

@@ -646,7 +646,7 @@ impl Resolver<'_> {
             Some(n) if !n.get_ref().is_empty() => n.get_ref().clone(),
             // A stable hash (not DefaultHasher, whose algorithm may change between
             // builds): the name may key state that outlives the process.
-            _ => format!("{:06x}", fnv1a64(url.as_bytes()) >> 40),
+            _ => format!("{:06x}", crate::hash::fnv1a64(url.as_bytes()) >> 40),
         };
         let remote_timeout = positive_duration(
             &raw.remote_timeout,
@@ -1190,14 +1190,6 @@ fn queue_config(raw: &RawQueueConfig, path: &str) -> Result<QueueConfig> {
     })
 }
 
-/// FNV-1a, 64 bits: a fixed, documented hash for values that must not change between
-/// builds.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// 4 workers per core keeps cores busy while most workers wait on the network; the
 /// clamp keeps tiny and huge machines sane.
 fn default_workers() -> u64 {
@@ -1479,13 +1471,6 @@ mod tests {
         assert_eq!(expand_env("x${HOST", &env), "xHOST");
         assert_eq!(expand_env("$1st", &env), "onest");
         assert_eq!(expand_env("é$HOSTé", &env), "éh1é");
-    }
-
-    #[test]
-    fn fnv1a64_matches_reference_vectors() {
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]

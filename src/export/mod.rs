@@ -32,7 +32,7 @@ mod selector;
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
@@ -91,7 +91,7 @@ pub fn export(
     let mut stats = ExportStats::default();
     // Per distinct series: the newest timestamp written. Keyed by a label-set hash; a
     // 64-bit collision (odds about n²/2⁶⁵) could only make OpenMetrics output skip a sample.
-    let mut last_ts: HashMap<u64, i64, BuildHasherDefault<PassThrough>> = HashMap::default();
+    let mut last_ts: crate::hash::HashKeyed<i64> = HashMap::default();
     let mut write_error: Option<io::Error> = None;
 
     let recovery = read_all_at::<ExportError>(spool_dir, |pos, _meta, bytes| {
@@ -144,28 +144,10 @@ fn series_hash(labels: &[(&str, &str)]) -> u64 {
     h.finish()
 }
 
-/// The keys are already hashes.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
 fn write_om_series(
     w: &mut impl Write,
     series: &DecodedSeries<'_>,
-    last_ts: &mut HashMap<u64, i64, BuildHasherDefault<PassThrough>>,
+    last_ts: &mut crate::hash::HashKeyed<i64>,
     stats: &mut ExportStats,
 ) -> io::Result<()> {
     let Some(name) = series
@@ -332,7 +314,7 @@ fn step(x: f64, up: bool) -> f64 {
 fn write_jsonl_series(
     w: &mut impl Write,
     series: &DecodedSeries<'_>,
-    last_ts: &mut HashMap<u64, i64, BuildHasherDefault<PassThrough>>,
+    last_ts: &mut crate::hash::HashKeyed<i64>,
     stats: &mut ExportStats,
 ) -> io::Result<()> {
     if series.samples.is_empty() {

@@ -7,25 +7,8 @@ use std::time::Duration;
 use super::duration_ns;
 use crate::labels::LabelSet;
 
-const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// FNV-1a, 64 bit: the hash Prometheus uses for the jitter seed.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h = Fnv1a(FNV_OFFSET_BASIS);
-    h.update(bytes);
-    h.0
-}
-
-struct Fnv1a(u64);
-
-impl Fnv1a {
-    fn update(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-        }
-    }
-}
+pub use crate::hash::fnv1a64;
+use crate::hash::Fnv1a;
 
 /// Lets `Display` output stream into the hash without building the string.
 impl fmt::Write for Fnv1a {
@@ -40,7 +23,7 @@ impl fmt::Write for Fnv1a {
 /// (`{}` when there are none), e.g. `host1{dc="a", replica="1"}`. Replicas that differ in
 /// an external label therefore scrape the same target at different moments.
 pub fn jitter_seed(hostname: &str, external_labels: &LabelSet) -> u64 {
-    let mut h = Fnv1a(FNV_OFFSET_BASIS);
+    let mut h = Fnv1a::default();
     h.update(hostname.as_bytes());
     // Fnv1a's write_str never fails and LabelSet's Display only forwards writer errors.
     let _ = write!(h, "{external_labels}");
@@ -72,14 +55,6 @@ pub fn next_phase_after(now_ns: u64, interval_ns: u64, offset_ns: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a64_matches_reference_vectors() {
-        // From the FNV reference test suite.
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
 
     #[test]
     fn jitter_seed_hashes_hostname_then_prometheus_label_string() {

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod state;
 
 use crate::append::AppendBuffer;
+use crate::hash::{HashKeyed, HashSetKeyed};
 use crate::metrics::{Counter, Registry};
 use crate::parse::Format;
 use crate::scrape::{HttpClient, ScrapeRequest};
@@ -24,9 +25,7 @@ use crate::wheel::DueKind;
 use crate::wire;
 use crossbeam_channel::Receiver;
 use pipeline::{ScrapeFailure, Series, WalkConfig, WalkStats, Walker};
-use state::{diff_sorted, HashKeyed, IdentityHasher, ScrapeState, StoredBody};
-use std::collections::HashSet;
-use std::hash::BuildHasherDefault;
+use state::{diff_sorted, ScrapeState, StoredBody};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -195,7 +194,7 @@ pub struct Scratch {
     old_body: Vec<u8>,
     batch: Vec<u8>,
     walker: Walker,
-    seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
+    seen: HashSetKeyed,
     cur: Vec<u64>,
     vanished: Vec<u64>,
 }

@@ -13,8 +13,6 @@
 use crate::labels::{LabelSet, METRIC_NAME};
 use crate::parse::Format;
 use crate::wire;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// The report series Prometheus writes for every scrape, in the order their values are
 /// passed to `Pipeline::report`.
@@ -26,25 +24,7 @@ pub const REPORT_NAMES: [&str; 5] = [
     "scrape_series_added",
 ];
 
-/// A hasher for keys that already are good 64-bit hashes.
-#[derive(Default, Clone, Copy)]
-pub struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-pub type HashKeyed<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+pub use crate::hash::HashKeyed;
 
 /// A metric-relabel result for one raw series.
 #[derive(Debug)]
