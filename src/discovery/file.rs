@@ -95,6 +95,10 @@ pub(super) struct FileProvider {
     files: BTreeMap<PathBuf, Entry>,
     next_full: Instant,
     first: bool,
+    /// Patterns and files that could not be listed or `stat`ed at the last poll: such an
+    /// error is logged and counted when it starts and at each full refresh, not every
+    /// second.
+    failing: BTreeSet<PathBuf>,
 }
 
 impl FileProvider {
@@ -105,6 +109,7 @@ impl FileProvider {
             files: BTreeMap::new(),
             next_full: Instant::now(),
             first: true,
+            failing: BTreeSet::new(),
         }
     }
 
@@ -116,17 +121,31 @@ impl FileProvider {
         );
     }
 
+    /// Logs and counts a listing or `stat` error of `key` if it is new (or `full`).
+    fn poll_error(&self, failing: &mut BTreeSet<PathBuf>, key: &Path, full: bool, e: FileSdError) {
+        let new = failing.insert(key.to_owned()) && !self.failing.contains(key);
+        if new || full {
+            self.ctx.metrics.file_read_errors.inc();
+            self.log(&e);
+        }
+    }
+
     /// Expands every pattern; a pattern whose directory cannot be listed is logged and
     /// contributes nothing (its files count as gone, as in Prometheus).
-    fn list(&self) -> BTreeSet<PathBuf> {
+    fn list(&self, failing: &mut BTreeSet<PathBuf>, full: bool) -> BTreeSet<PathBuf> {
         let mut out = BTreeSet::new();
         for pattern in &self.config.files {
             match glob(pattern) {
                 Ok(paths) => out.extend(paths),
-                Err(source) => self.log(&FileSdError::Glob {
-                    pattern: pattern.clone(),
-                    source,
-                }),
+                Err(source) => self.poll_error(
+                    failing,
+                    pattern,
+                    full,
+                    FileSdError::Glob {
+                        pattern: pattern.clone(),
+                        source,
+                    },
+                ),
             }
         }
         out
@@ -138,7 +157,8 @@ impl Provider for FileProvider {
         let started = Instant::now();
         let full = self.first || started >= self.next_full;
         let mut changed = std::mem::take(&mut self.first);
-        let listed = self.list();
+        let mut failing = BTreeSet::new();
+        let listed = self.list(&mut failing, full);
 
         let gone: Vec<PathBuf> = self
             .files
@@ -158,8 +178,11 @@ impl Provider for FileProvider {
                 // Removed between the listing and now: the next poll drops it.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(source) => {
-                    self.ctx.metrics.file_read_errors.inc();
-                    self.log(&FileSdError::Read { path, source });
+                    let e = FileSdError::Read {
+                        path: path.clone(),
+                        source,
+                    };
+                    self.poll_error(&mut failing, &path, full, e);
                     continue;
                 }
             };
@@ -191,6 +214,7 @@ impl Provider for FileProvider {
             }
         }
 
+        self.failing = failing;
         if full {
             self.next_full = Instant::now() + self.config.refresh_interval;
             self.ctx

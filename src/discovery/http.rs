@@ -361,6 +361,56 @@ fn request_reason(e: ureq::Error, timeout: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    fn provider(extra: &str) -> HttpProvider {
+        let text = format!(
+            "[[scrape_configs]]\njob_name = \"j\"\n[[scrape_configs.http_sd_configs]]\n{extra}\n"
+        );
+        let c = Config::from_str(&text, Path::new("/nonexistent/c.toml")).expect("config");
+        let reg = crate::metrics::Registry::new();
+        let metrics = super::super::SdMetrics::new(&reg);
+        HttpProvider::new(
+            c.scrape_configs[0].http_sd_configs[0].clone(),
+            ProviderContext {
+                job: "j".into(),
+                refresh_failures: metrics.refresh_failures("http"),
+                refresh_duration: metrics.refresh_duration("http"),
+                metrics,
+            },
+        )
+    }
+
+    #[test]
+    fn client_problems_are_reported_and_never_show_credentials() {
+        let mut p = provider("url = \"http://u:hunter2@127.0.0.1:1/sd\"");
+        let e = p.refresh().expect_err("refused");
+        assert!(
+            matches!(e, HttpSdError::Request { .. }) && !e.to_string().contains("hunter2"),
+            "{e}"
+        );
+        assert_eq!(p.shown_url, "http://127.0.0.1:1/sd");
+
+        let mut p = provider("url = \"http://h/sd\"\ntls_config = { ca_file = \"ca.pem\" }");
+        let e = p.refresh().expect_err("missing CA");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let (view, _) = p.step();
+        assert_eq!(view, Some(vec![]), "a first failure is an empty view");
+        assert_eq!(p.ctx.metrics.http_failures.get(), 1);
+        let (view, _) = p.step();
+        assert_eq!(view, None, "later failures keep the last view");
+
+        let mut p = provider("url = \"https://h/sd\"\ntls_config = { server_name = \"x\" }");
+        let e = p.refresh().expect_err("server_name");
+        assert!(
+            e.to_string().contains("server_name is not supported"),
+            "{e}"
+        );
+
+        let mut p = provider("url = \"http://h/sd\"\nproxy_url = \"socks5://127.0.0.1:1080\"");
+        let e = p.refresh().expect_err("socks");
+        assert!(e.to_string().contains("only http and https proxies"), "{e}");
+    }
 
     #[test]
     fn content_types_follow_prometheus() {

@@ -742,6 +742,108 @@ mod tests {
         assert_eq!(target_count(&groups), 3);
     }
 
+    fn outbox(tx: Sender<Update>, metrics: Arc<SdMetrics>) -> Outbox {
+        Outbox {
+            tx,
+            job: "j".into(),
+            provider: "file_sd_configs/0".into(),
+            generation: 1,
+            metrics,
+            pending: None,
+            last_sent: None,
+            retry_at: None,
+            backoff: RETRY_MIN,
+        }
+    }
+
+    fn group(addr: &str) -> Vec<TargetGroup> {
+        vec![TargetGroup {
+            source: "s:0".into(),
+            targets: vec![LabelSet::from_pairs([(ADDRESS, addr)])],
+            labels: LabelSet::new(),
+        }]
+    }
+
+    #[test]
+    fn outbox_never_blocks_coalesces_and_skips_unchanged_views() {
+        let metrics = SdMetrics::new(&Registry::new());
+        let (tx, rx) = bounded(1);
+        let mut o = outbox(tx, metrics.clone());
+        o.offer(group("a:1"));
+        assert!(o.pending.is_none() && o.retry_at.is_none());
+        o.offer(group("b:1")); // channel full: kept, retried later
+        o.offer(group("c:1")); // replaces b
+        assert_eq!(metrics.delayed_updates.get(), 2);
+        assert!(o.retry_at.is_some());
+        assert_eq!(rx.recv().expect("a").groups, group("a:1"));
+        o.flush();
+        assert_eq!(
+            rx.recv().expect("c").groups,
+            group("c:1"),
+            "b was coalesced away"
+        );
+        assert!(o.retry_at.is_none());
+        o.offer(group("c:1"));
+        assert!(
+            rx.try_recv().is_err(),
+            "an unchanged view is not sent again"
+        );
+        assert_eq!(metrics.received_updates.get(), 3);
+        drop(rx);
+        o.offer(group("d:1")); // the coordinator is gone: dropped, no retry
+        assert!(o.retry_at.is_none());
+    }
+
+    fn file_config(dir: &std::path::Path, jobs: &[(&str, &str)]) -> Config {
+        let mut text = String::new();
+        for (job, pattern) in jobs {
+            text.push_str(&format!(
+                "[[scrape_configs]]\njob_name = \"{job}\"\n[[scrape_configs.file_sd_configs]]\nfiles = [\"{pattern}\"]\n"
+            ));
+        }
+        Config::from_str(&text, &dir.join("c.toml")).expect("config")
+    }
+
+    #[test]
+    fn manager_restarts_only_changed_providers_and_fences_old_generations() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.json"), r#"[{"targets": ["a:1"]}]"#).expect("a");
+        let (tx, rx) = bounded(16);
+        let mut m = Manager::new(tx, SdMetrics::new(&Registry::new()));
+        let recv =
+            |rx: &Receiver<Update>| rx.recv_timeout(Duration::from_secs(10)).expect("an update");
+
+        assert!(m
+            .apply(&file_config(
+                dir.path(),
+                &[("x", "*.json"), ("y", "*.json")]
+            ))
+            .is_empty());
+        let (u1, u2) = (recv(&rx), recv(&rx));
+        assert!(m.is_current(&u1) && m.is_current(&u2));
+        assert_eq!(target_count(&u1.groups), 1);
+
+        // Same config: nothing restarts, nothing is sent.
+        assert!(m
+            .apply(&file_config(
+                dir.path(),
+                &[("x", "*.json"), ("y", "*.json")]
+            ))
+            .is_empty());
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+
+        // y's pattern changes: only y restarts, with a new generation; x goes away.
+        let gone = m.apply(&file_config(dir.path(), &[("y", "a.json")]));
+        assert_eq!(gone, [("x".to_string(), "file_sd_configs/0".to_string())]);
+        let u3 = recv(&rx);
+        assert_eq!(u3.job, "y");
+        assert!(u3.generation > u2.generation);
+        assert!(m.is_current(&u3));
+        let old_y = if u1.job == "y" { &u1 } else { &u2 };
+        assert!(!m.is_current(old_y), "the replaced provider is fenced off");
+        m.stop(Duration::from_secs(5));
+    }
+
     const META: (&str, &str) = ("__meta_filepath", "/sd/x");
 
     #[test]
