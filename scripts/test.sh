@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of scrapewheel on a fresh machine: installs the peers the integration
 # tests run against (Debian's prometheus for promtool, prometheus-node-exporter,
-# victoria-metrics), then `cargo test` (unit, corpus and integration tests) and a
+# victoria-metrics, dnsmasq), then `cargo test` (unit, corpus and integration tests) and a
 # `cargo clippy`/`cargo fmt` check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,8 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
 [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
+# dnsmasq-base: the DNS server dns_sd tests run on a loopback port (no service).
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -1,10 +1,11 @@
 //! The agent's lifecycle: what `scrapewheel run` starts, in which order, and how it stops.
 //!
 //! Start: config → spool (recovering a torn tail) → append buffer + flusher → workers →
-//! wheel → web → signals → coordinator (first sync at once).
+//! wheel → web → signals → coordinator (which starts the discovery providers; first sync
+//! at once).
 //!
 //! Stop (SIGTERM, SIGINT or /-/quit), each stage only after the one before it is done:
-//! coordinator returns → wheel stops dispatching → queued jobs are skipped and in-flight
+//! coordinator stops discovery and returns → wheel stops dispatching → queued jobs are skipped and in-flight
 //! scrapes finish (bounded by their timeouts) → workers join → the flusher writes what
 //! is left and fsyncs → signals and web stop. Nothing committed before the signal is lost.
 
@@ -168,7 +169,6 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
     register_wheel_metrics(&registry, &wheel);
 
     let (control_tx, control_rx) = bounded::<Control>(16);
-    let (_updates_tx, updates_rx) = bounded(64);
     let view = TargetsView::default();
     let ready = Arc::new(AtomicBool::new(false));
     let web = Web::start(
@@ -192,7 +192,7 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
         Coordinator::new(config.clone(), loader, wheel, registry.clone(), view, ready);
     let coord = std::thread::Builder::new()
         .name("sw-coordinator".into())
-        .spawn(move || coordinator.run(updates_rx, control_rx))
+        .spawn(move || coordinator.run(control_rx))
         .map_err(thread_err("sw-coordinator"))?;
     crate::info!("scrapewheel started", config = config_path.display());
 

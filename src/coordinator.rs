@@ -1,24 +1,45 @@
 //! The coordinator thread ("sw-coordinator"): the one place that owns the running config,
-//! the scrape pools and the wheel's membership.
+//! the scrape pools, the discovery providers and the wheel's membership.
 //!
 //! Inputs, all over bounded crossbeam channels: discovery updates (job → groups, one
-//! provider at a time), and control messages (reload from SIGHUP or /-/reload, shutdown).
-//! It keeps the latest groups per job and provider, and syncs the pools whose groups
-//! changed: the first sync at once, then at most one per `engine.reload_throttle`, all
-//! dirty pools in parallel on rayon. Each sync's diff goes to the wheel: new targets are
-//! added at their pinned phase, vanished ones retired (one last due slot writes their
-//! staleness markers). Unchanged targets are never touched, so they keep their phase.
+//! provider at a time, from the provider threads of the [`discovery::Manager`] it owns),
+//! and control messages (reload from SIGHUP or /-/reload, shutdown). It keeps the latest
+//! groups per job and provider, and syncs the pools whose groups changed: the first sync
+//! at once, then at most one per `engine.reload_throttle`, all dirty pools in parallel on
+//! rayon. Each sync's diff goes to the wheel: new targets are added at their pinned
+//! phase, vanished ones retired (one last due slot writes their staleness markers).
+//! Unchanged targets are never touched, so they keep their phase.
 //!
-//! It stops on `Control::Shutdown` or when the control channel disconnects, returning the
-//! pools to the caller; it never stops other components itself.
+//! # Reload
+//!
+//! A reload loads and validates the whole file first; if that fails nothing changes, the
+//! error is logged, `scrapewheel_config_last_reload_successful` drops to 0 and the
+//! /-/reload caller gets the error. Otherwise, job by job (by `ScrapeConfig::fingerprint`,
+//! which leaves out the target sources):
+//! - unchanged job: its pool and targets are not touched, so every target keeps
+//!   scraping at its phase, with no gap and no extra scrape; changed static targets or
+//!   sd configs only change its groups, and the pool sync adds and removes just the
+//!   targets that differ;
+//! - changed job: a new pool; its targets are rebuilt and re-added under the same wheel
+//!   keys, so a target that survives keeps its phase (and its slot) while targets that
+//!   are gone are retired and write staleness markers at their next slot;
+//! - removed job: its targets are retired, so their series go stale at their next slot;
+//! - new job: a new pool.
+//!
+//! Discovery providers restart only when their own config changed (see
+//! [`discovery`]); a restarted provider's old groups stay until its first update.
+//!
+//! It stops on `Control::Shutdown` or when the control channel disconnects: it stops the
+//! discovery providers, then returns the wheel to the caller; it never stops other
+//! components itself.
 
 use crate::config::Config;
-use crate::discovery::{self, TargetGroup, Update};
-use crate::metrics::{Gauge, Registry};
+use crate::discovery::{self, Manager, SdMetrics, TargetGroup, Update, STATIC_PROVIDER};
+use crate::metrics::{Counter, Gauge, Registry, Summary};
 use crate::pool::{ScrapePool, SyncOutcome};
 use crate::target::Target;
 use crate::wheel::{self, Scheduler};
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::RwLock;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,7 +69,18 @@ pub type TargetsView = Arc<RwLock<BTreeMap<String, JobView>>>;
 /// Loads the config file again (with command-line overrides) for a reload.
 pub type Loader = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send>;
 
-const STATIC_PROVIDER: &str = "static";
+/// Capacity of the discovery → coordinator channel. Updates are full views and the
+/// coordinator drains them quickly; a full channel only delays a provider (it retries).
+const UPDATE_QUEUE: usize = 64;
+
+/// How long shutdown waits for discovery threads busy with a request or lookup.
+const DISCOVERY_STOP_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Scrape manager self-metrics, named as Prometheus names them.
+struct PoolMetrics {
+    pools: Arc<Counter>,
+    reloads: Arc<Counter>,
+}
 
 pub struct Coordinator {
     config: Arc<Config>,
@@ -64,6 +96,9 @@ pub struct Coordinator {
     reload_ok: Arc<Gauge>,
     reload_ts: Arc<Gauge>,
     ready: Arc<std::sync::atomic::AtomicBool>,
+    discovery: Manager,
+    updates: Receiver<Update>,
+    pool_metrics: PoolMetrics,
 }
 
 /// The host name that goes into the jitter seed, as Prometheus uses the FQDN.
@@ -101,6 +136,32 @@ impl Coordinator {
         );
         reload_ok.set(1.0);
         reload_ts.set(crate::time::unix_ms() as f64 / 1000.0);
+        let pool_metrics = PoolMetrics {
+            pools: registry.counter(
+                "prometheus_target_scrape_pools_total",
+                "Total number of scrape pool creation attempts.",
+                &[],
+            ),
+            reloads: registry.counter(
+                "prometheus_target_scrape_pool_reloads_total",
+                "Total number of scrape pool reloads.",
+                &[],
+            ),
+        };
+        // Creating or reloading a pool cannot fail here (a pool holds no client that could
+        // fail to build), so these stay 0; they exist for dashboards that expect them.
+        registry.counter(
+            "prometheus_target_scrape_pools_failed_total",
+            "Total number of scrape pool creations that failed.",
+            &[],
+        );
+        registry.counter(
+            "prometheus_target_scrape_pool_reloads_failed_total",
+            "Total number of failed scrape pool reloads.",
+            &[],
+        );
+        let (updates_tx, updates) = bounded(UPDATE_QUEUE);
+        let discovery = Manager::new(updates_tx, SdMetrics::new(&registry));
         let mut c = Coordinator {
             config: config.clone(),
             loader,
@@ -115,21 +176,25 @@ impl Coordinator {
             reload_ok,
             reload_ts,
             ready,
+            discovery,
+            updates,
+            pool_metrics,
         };
         c.apply_jobs(&config);
+        c.apply_discovery(&config);
         c
     }
 
-    /// Runs until shutdown; returns the wheel so the caller can stop it in order.
-    pub fn run(
-        mut self,
-        updates: Receiver<Update>,
-        control: Receiver<Control>,
-    ) -> Scheduler<Target> {
+    /// Runs until shutdown; stops discovery and returns the wheel so the caller can stop
+    /// it in order.
+    pub fn run(mut self, control: Receiver<Control>) -> Scheduler<Target> {
+        let updates = self.updates.clone();
         loop {
             let wait = self.time_to_sync();
             select! {
                 recv(updates) -> u => {
+                    // The coordinator holds a sender (through the manager) for as long as
+                    // it runs, so the channel cannot disconnect here.
                     if let Ok(u) = u {
                         self.on_update(u);
                     }
@@ -149,6 +214,7 @@ impl Coordinator {
                 self.sync_dirty();
             }
         }
+        self.discovery.stop(DISCOVERY_STOP_DEADLINE);
         self.wheel
     }
 
@@ -167,19 +233,60 @@ impl Coordinator {
     }
 
     fn on_update(&mut self, u: Update) {
-        if !self.pools.contains_key(&u.job) {
+        // A replaced provider may still have sent something; only the current one counts.
+        if !self.discovery.is_current(&u) || !self.pools.contains_key(&u.job) {
             return;
         }
         self.groups
             .entry(u.job.clone())
             .or_default()
             .insert(u.provider, u.groups);
+        self.count_discovered(&u.job);
         self.dirty.insert(u.job);
     }
 
-    /// Makes the pools match `config`'s jobs: unchanged jobs keep running untouched,
-    /// changed jobs get a fresh pool (their targets restart), removed jobs' targets are
-    /// retired.
+    /// Sets `prometheus_sd_discovered_targets` for `job` from its groups.
+    fn count_discovered(&self, job: &str) {
+        let n = self
+            .groups
+            .get(job)
+            .map_or(0, |m| discovery::target_count(m.values().flatten()));
+        self.discovery
+            .metrics()
+            .discovered_targets(job)
+            .set(n as f64);
+    }
+
+    /// Starts, keeps or stops discovery providers to match `config`, and drops the groups
+    /// of providers that no longer exist.
+    fn apply_discovery(&mut self, config: &Config) {
+        for (job, slot) in self.discovery.apply(config) {
+            let removed = self
+                .groups
+                .get_mut(&job)
+                .and_then(|m| m.remove(&slot))
+                .is_some();
+            if removed && self.pools.contains_key(&job) {
+                self.count_discovered(&job);
+                self.dirty.insert(job);
+            }
+        }
+    }
+
+    /// Replaces `job`'s static groups with `cfg`'s; marks the job dirty if they changed.
+    fn set_static_groups(&mut self, job: &str, cfg: &crate::config::ScrapeConfig) {
+        let fresh = discovery::static_groups(&cfg.static_configs);
+        let groups = self.groups.entry(job.to_string()).or_default();
+        if groups.get(STATIC_PROVIDER) != Some(&fresh) {
+            groups.insert(STATIC_PROVIDER.to_string(), fresh);
+            self.count_discovered(job);
+            self.dirty.insert(job.to_string());
+        }
+    }
+
+    /// Makes the pools match `config`'s jobs: unchanged jobs keep running untouched (only
+    /// their static groups are refreshed), changed jobs get a fresh pool (their targets
+    /// restart), removed jobs' targets are retired.
     fn apply_jobs(&mut self, config: &Config) {
         let wanted: BTreeMap<&str, _> = config
             .scrape_configs
@@ -188,9 +295,9 @@ impl Coordinator {
             .collect();
         let names: Vec<String> = self.pools.keys().cloned().collect();
         for name in names {
-            let keep = wanted
-                .get(name.as_str())
-                .is_some_and(|c| self.pools[&name].job.config.fingerprint == c.fingerprint);
+            let new_cfg = wanted.get(name.as_str());
+            let keep =
+                new_cfg.is_some_and(|c| self.pools[&name].job.config.fingerprint == c.fingerprint);
             if keep {
                 continue;
             }
@@ -201,22 +308,27 @@ impl Coordinator {
                     self.wheel.retire(t.key);
                 }
             }
-            self.groups.remove(&name);
             self.registry.remove_labelled("scrape_job", &name);
+            if new_cfg.is_some() {
+                // Changed: the discovered groups stay (their providers restart only if
+                // their own config changed); the new pool syncs against them.
+                self.pool_metrics.reloads.inc();
+            } else {
+                self.groups.remove(&name);
+                self.discovery.metrics().forget_job(&name);
+                self.dirty.remove(&name);
+            }
         }
         for (name, cfg) in wanted {
-            if self.pools.contains_key(name) {
-                continue;
+            if !self.pools.contains_key(name) {
+                self.pool_metrics.pools.inc();
+                self.pools.insert(
+                    name.to_string(),
+                    ScrapePool::new(cfg.clone(), &self.registry),
+                );
+                self.dirty.insert(name.to_string());
             }
-            self.pools.insert(
-                name.to_string(),
-                ScrapePool::new(cfg.clone(), &self.registry),
-            );
-            self.groups.entry(name.to_string()).or_default().insert(
-                STATIC_PROVIDER.to_string(),
-                discovery::static_groups(&cfg.static_configs),
-            );
-            self.dirty.insert(name.to_string());
+            self.set_static_groups(name, cfg);
         }
     }
 
@@ -237,6 +349,7 @@ impl Coordinator {
         }
         let seed = wheel::jitter_seed(&hostname(), &new.global.external_labels);
         self.apply_jobs(&new);
+        self.apply_discovery(&new);
         if seed != self.seed {
             // External labels changed: every target moves to its new phase.
             self.seed = seed;
@@ -264,19 +377,25 @@ impl Coordinator {
     fn sync_dirty(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         let groups = &self.groups;
-        let outcomes: Vec<(String, SyncOutcome)> = self
+        let outcomes: Vec<(String, SyncOutcome, Duration)> = self
             .pools
             .par_iter_mut()
             .filter(|(name, _)| dirty.contains(*name))
             .map(|(name, pool)| {
+                let started = Instant::now();
                 let gs: Vec<TargetGroup> = groups
                     .get(name)
                     .map(|m| m.values().flatten().cloned().collect())
                     .unwrap_or_default();
-                (name.clone(), pool.sync(&gs))
+                let out = pool.sync(&gs);
+                (name.clone(), out, started.elapsed())
             })
             .collect();
-        for (job, out) in outcomes {
+        if !outcomes.is_empty() {
+            self.discovery.metrics().updates.inc();
+        }
+        for (job, out, took) in outcomes {
+            sync_length(&self.registry, &job).observe(took.as_secs_f64());
             for (labels, err) in &out.errors {
                 crate::warn!(
                     "creating target failed",
@@ -315,4 +434,14 @@ impl Coordinator {
             .collect();
         *self.view.write() = view;
     }
+}
+
+/// `prometheus_target_sync_length_seconds{scrape_job}`: time to sync a pool (building its
+/// targets from the groups and diffing them).
+fn sync_length(reg: &Registry, job: &str) -> Arc<Summary> {
+    reg.summary(
+        "prometheus_target_sync_length_seconds",
+        "Actual interval to sync the scrape pool.",
+        &[("scrape_job", job)],
+    )
 }

@@ -50,18 +50,41 @@ impl Gauge {
     }
 }
 
+/// A summary without quantiles: the count and the sum of the observations, rendered as
+/// `<name>_count` and `<name>_sum` (as Prometheus's summaries with no objectives are).
+#[derive(Debug, Default)]
+pub struct Summary {
+    count: Counter,
+    sum: Gauge,
+}
+
+impl Summary {
+    pub fn observe(&self, v: f64) {
+        self.sum.add(v);
+        self.count.inc();
+    }
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
+    pub fn sum(&self) -> f64 {
+        self.sum.get()
+    }
+}
+
 type GaugeFn = Box<dyn Fn() -> f64 + Send + Sync>;
 
 enum Metric {
     Counter(Arc<Counter>),
     Gauge(Arc<Gauge>),
     GaugeFn(GaugeFn),
+    Summary(Arc<Summary>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Counter,
     Gauge,
+    Summary,
 }
 
 struct Family {
@@ -176,6 +199,31 @@ impl Registry {
         }
     }
 
+    /// Returns the summary `name{labels}`, creating it on first use.
+    pub fn summary(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Arc<Summary> {
+        let s = Arc::new(Summary::default());
+        let s2 = s.clone();
+        match self.register(
+            name,
+            help,
+            Kind::Summary,
+            labels,
+            move || Metric::Summary(s2),
+            |m| match m {
+                Metric::Summary(s) => Some(Metric::Summary(s.clone())),
+                _ => None,
+            },
+        ) {
+            Some(Metric::Summary(existing)) => existing,
+            _ => s,
+        }
+    }
+
     /// Registers a gauge computed at render time (replacing any previous one).
     pub fn gauge_fn(
         &self,
@@ -236,6 +284,7 @@ impl Registry {
             let kind = match f.kind {
                 Kind::Counter => "counter",
                 Kind::Gauge => "gauge",
+                Kind::Summary => "summary",
             };
             let _ = writeln!(out, "# HELP {name} {}", f.help);
             let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -244,6 +293,11 @@ impl Registry {
                     Metric::Counter(c) => c.get() as f64,
                     Metric::Gauge(g) => g.get(),
                     Metric::GaugeFn(func) => func(),
+                    Metric::Summary(s) => {
+                        let _ = writeln!(out, "{name}_sum{labels} {}", format_value(s.sum()));
+                        let _ = writeln!(out, "{name}_count{labels} {}", s.count());
+                        continue;
+                    }
                 };
                 let _ = writeln!(out, "{name}{labels} {}", format_value(v));
             }
@@ -346,6 +400,18 @@ mod tests {
         let (_, rss, threads) = process::stat();
         assert!(rss > 0.0);
         assert!(threads >= 1.0);
+    }
+
+    #[test]
+    fn summaries_render_sum_and_count() {
+        let r = Registry::default();
+        let s = r.summary("d_seconds", "D.", &[("job", "a")]);
+        s.observe(0.5);
+        r.summary("d_seconds", "D.", &[("job", "a")]).observe(1.0);
+        let text = r.render();
+        assert!(text.contains("# TYPE d_seconds summary\n"), "{text}");
+        assert!(text.contains("d_seconds_sum{job=\"a\"} 1.5\n"), "{text}");
+        assert!(text.contains("d_seconds_count{job=\"a\"} 2\n"), "{text}");
     }
 
     #[test]

@@ -116,9 +116,12 @@ pub struct ScrapeConfig {
     pub dns_sd_configs: Vec<DnsSdConfig>,
     pub relabel_configs: Vec<Rule>,
     pub metric_relabel_configs: Vec<Rule>,
-    /// Identity of the job's configuration, used on reload to keep unchanged jobs
-    /// running: equal iff the raw job table, the `[global]` values it inherits and the
-    /// config file's directory (which relative paths depend on) are equal.
+    /// Identity of the job's scrape settings, used on reload to keep unchanged jobs
+    /// running: equal iff the raw job table without its target sources
+    /// (`static_configs` and `*_sd_configs`), the `[global]` values it inherits and the
+    /// config file's directory (which relative paths depend on) are equal. Target
+    /// sources are left out because they only change the job's target groups, which a
+    /// pool sync diffs target by target: adding a static target restarts nothing.
     pub fingerprint: u64,
 }
 
@@ -134,19 +137,26 @@ pub struct StaticConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileSdConfig {
     /// Glob patterns (`*` only in the last path segment), joined with the config file's
-    /// directory when relative, as Prometheus does.
+    /// directory when relative, as Prometheus does. Each ends in `.json`, `.yml`, `.yaml`
+    /// or (a scrapewheel extension) `.toml`, which selects the file's format.
     pub files: Vec<PathBuf>,
     /// Default 5m.
     pub refresh_interval: Duration,
 }
 
-/// `[[scrape_configs.http_sd_configs]]`.
+/// `[[scrape_configs.http_sd_configs]]`, with the HTTP client keys of a scrape config.
 #[derive(Clone, PartialEq)]
 pub struct HttpSdConfig {
     /// An http or https URL (may hold credentials; Debug redacts them).
     pub url: String,
-    /// Default 60s.
+    /// Default 60s. Also the request timeout, as in Prometheus.
     pub refresh_interval: Duration,
+    /// At most one of `basic_auth` and `authorization` is set.
+    pub basic_auth: Option<BasicAuth>,
+    pub authorization: Option<Authorization>,
+    pub tls_config: Option<TlsConfig>,
+    /// An http or https proxy (socks proxies are rejected when the provider starts).
+    pub proxy_url: Option<String>,
 }
 
 /// `[[scrape_configs.dns_sd_configs]]`.
@@ -158,6 +168,10 @@ pub struct DnsSdConfig {
     pub port: u16,
     /// Default 30s.
     pub refresh_interval: Duration,
+    /// scrapewheel extension (`nameservers = ["127.0.0.1:8600"]`, port 53 when left
+    /// out): ask these servers, in order, with names taken as absolute. Empty (the
+    /// default): the nameservers, search list and options of /etc/resolv.conf.
+    pub nameservers: Vec<std::net::SocketAddr>,
 }
 
 /// The DNS record types discovery can query.
@@ -678,6 +692,10 @@ impl fmt::Debug for HttpSdConfig {
         f.debug_struct("HttpSdConfig")
             .field("url", &redact_url(&self.url))
             .field("refresh_interval", &self.refresh_interval)
+            .field("basic_auth", &self.basic_auth)
+            .field("authorization", &self.authorization)
+            .field("tls_config", &self.tls_config)
+            .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
             .finish()
     }
 }

@@ -162,6 +162,10 @@ pub(super) struct RawFileSdConfig {
 pub(super) struct RawHttpSdConfig {
     pub url: Option<Spanned<String>>,
     pub refresh_interval: Option<Spanned<DurationText>>,
+    pub basic_auth: Option<Spanned<RawBasicAuth>>,
+    pub authorization: Option<Spanned<RawAuthorization>>,
+    pub tls_config: Option<Spanned<RawTlsConfig>>,
+    pub proxy_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Hash)]
@@ -172,6 +176,8 @@ pub(super) struct RawDnsSdConfig {
     pub record_type: Option<Spanned<String>>,
     pub port: Option<Spanned<u16>>,
     pub refresh_interval: Option<Spanned<DurationText>>,
+    /// scrapewheel extension: servers to ask instead of /etc/resolv.conf's.
+    pub nameservers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Mirrors `relabel::RelabelConfig` field for field, with positions, so that an error

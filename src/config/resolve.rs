@@ -367,7 +367,7 @@ impl Resolver<'_> {
             .http_sd_configs
             .iter()
             .enumerate()
-            .map(|(i, sd)| http_sd_config(sd, &format!("{path}.http_sd_configs[{i}]")))
+            .map(|(i, sd)| self.http_sd_config(sd, &format!("{path}.http_sd_configs[{i}]")))
             .collect::<Result<Vec<_>>>()?;
         let dns_sd_configs = raw
             .dns_sd_configs
@@ -388,7 +388,7 @@ impl Resolver<'_> {
         // DefaultHasher is deterministic within one build, which is all a reload
         // comparison needs; fingerprints are never stored.
         let mut hasher = DefaultHasher::new();
-        raw.hash(&mut hasher);
+        hash_scrape_settings(raw, &mut hasher);
         // What the job inherits is part of its identity: a changed global interval must
         // restart the job even though its own table is unchanged.
         (
@@ -601,8 +601,8 @@ impl Resolver<'_> {
                     f.span(),
                     format!("{path}.files[{i}]"),
                     format!(
-                        "{:?} is not a valid file_sd path: it must end in .json, .yml or .yaml \
-                         and may contain one `*`, in its last path segment only",
+                        "{:?} is not a valid file_sd path: it must end in .json, .yml, .yaml \
+                         or .toml and may contain one `*`, in its last path segment only",
                         f.get_ref()
                     ),
                 ));
@@ -616,6 +616,43 @@ impl Resolver<'_> {
                 &format!("{path}.refresh_interval"),
                 DEFAULT_FILE_SD_REFRESH,
             )?,
+        })
+    }
+
+    fn http_sd_config(&self, sd: &Spanned<RawHttpSdConfig>, path: &str) -> Result<HttpSdConfig> {
+        let raw = sd.get_ref();
+        let url = match &raw.url {
+            Some(u) => {
+                check_url(u.get_ref(), &HTTP_SCHEMES)
+                    .map_err(|m| invalid(u.span(), format!("{path}.url"), m))?;
+                u.get_ref().clone()
+            }
+            None => {
+                return Err(invalid(
+                    sd.span(),
+                    format!("{path}.url"),
+                    "missing url: http_sd config needs the URL to poll",
+                ))
+            }
+        };
+        let http = self.http_client(
+            path,
+            &raw.basic_auth,
+            &raw.authorization,
+            &raw.tls_config,
+            &raw.proxy_url,
+        )?;
+        Ok(HttpSdConfig {
+            url,
+            refresh_interval: positive_duration(
+                &raw.refresh_interval,
+                &format!("{path}.refresh_interval"),
+                DEFAULT_HTTP_SD_REFRESH,
+            )?,
+            basic_auth: http.basic_auth,
+            authorization: http.authorization,
+            tls_config: http.tls_config,
+            proxy_url: http.proxy_url,
         })
     }
 
@@ -880,42 +917,19 @@ fn static_config(
     })
 }
 
-/// Prometheus's file_sd pattern check: `^[^*]*(\*[^/]*)?\.(json|yml|yaml|JSON|YML|YAML)$`.
+/// Prometheus's file_sd pattern check, `^[^*]*(\*[^/]*)?\.(json|yml|yaml|JSON|YML|YAML)$`,
+/// plus scrapewheel's TOML target files (`.toml`, `.TOML`).
 fn is_file_sd_pattern(p: &str) -> bool {
-    let ext_ok = [".json", ".yml", ".yaml", ".JSON", ".YML", ".YAML"]
-        .iter()
-        .any(|ext| p.ends_with(ext));
+    let ext_ok = [
+        ".json", ".yml", ".yaml", ".toml", ".JSON", ".YML", ".YAML", ".TOML",
+    ]
+    .iter()
+    .any(|ext| p.ends_with(ext));
     let star_ok = match p.find('*') {
         None => true,
         Some(i) => !p[i + 1..].contains(['*', '/']),
     };
     ext_ok && star_ok
-}
-
-fn http_sd_config(sd: &Spanned<RawHttpSdConfig>, path: &str) -> Result<HttpSdConfig> {
-    let raw = sd.get_ref();
-    let url = match &raw.url {
-        Some(u) => {
-            check_url(u.get_ref(), &HTTP_SCHEMES)
-                .map_err(|m| invalid(u.span(), format!("{path}.url"), m))?;
-            u.get_ref().clone()
-        }
-        None => {
-            return Err(invalid(
-                sd.span(),
-                format!("{path}.url"),
-                "missing url: http_sd config needs the URL to poll",
-            ))
-        }
-    };
-    Ok(HttpSdConfig {
-        url,
-        refresh_interval: positive_duration(
-            &raw.refresh_interval,
-            &format!("{path}.refresh_interval"),
-            DEFAULT_HTTP_SD_REFRESH,
-        )?,
-    })
 }
 
 fn dns_sd_config(sd: &Spanned<RawDnsSdConfig>, path: &str) -> Result<DnsSdConfig> {
@@ -958,16 +972,105 @@ fn dns_sd_config(sd: &Spanned<RawDnsSdConfig>, path: &str) -> Result<DnsSdConfig
             "a port is required for A and AAAA records (only SRV records carry one)",
         ));
     }
+    let mut nameservers = Vec::new();
+    if let Some(list) = &raw.nameservers {
+        for (i, ns) in list.get_ref().iter().enumerate() {
+            nameservers.push(nameserver(ns.get_ref()).ok_or_else(|| {
+                invalid(
+                    ns.span(),
+                    format!("{path}.nameservers[{i}]"),
+                    format!(
+                        "{:?} is not a nameserver address; write an IP address, optionally \
+                         with a port: \"10.0.0.2\", \"127.0.0.1:8600\", \"[::1]:53\"",
+                        ns.get_ref()
+                    ),
+                )
+            })?);
+        }
+    }
     Ok(DnsSdConfig {
         names: names.iter().map(|n| n.get_ref().clone()).collect(),
         record_type,
         port,
+        nameservers,
         refresh_interval: positive_duration(
             &raw.refresh_interval,
             &format!("{path}.refresh_interval"),
             DEFAULT_DNS_SD_REFRESH,
         )?,
     })
+}
+
+/// An IP address with an optional port (53 when left out).
+fn nameserver(s: &str) -> Option<std::net::SocketAddr> {
+    const DNS_PORT: u16 = 53;
+    if let Ok(addr) = s.parse::<std::net::SocketAddr>() {
+        return Some(addr);
+    }
+    s.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| std::net::SocketAddr::new(ip, DNS_PORT))
+}
+
+/// Hashes what identifies a job's scrape settings: every key but the target sources
+/// (see [`ScrapeConfig::fingerprint`]). Destructured so that a new key must be sorted
+/// into one group or the other before this compiles.
+fn hash_scrape_settings(raw: &RawScrapeConfig, h: &mut DefaultHasher) {
+    let RawScrapeConfig {
+        job_name,
+        scrape_interval,
+        scrape_timeout,
+        metrics_path,
+        scheme,
+        params,
+        honor_labels,
+        honor_timestamps,
+        track_timestamps_staleness,
+        sample_limit,
+        label_limit,
+        label_name_length_limit,
+        label_value_length_limit,
+        body_size_limit,
+        target_limit,
+        keep_dropped_targets,
+        scrape_protocols,
+        fallback_scrape_protocol,
+        enable_compression,
+        basic_auth,
+        authorization,
+        tls_config,
+        proxy_url,
+        static_configs: _,
+        file_sd_configs: _,
+        http_sd_configs: _,
+        dns_sd_configs: _,
+        relabel_configs,
+        metric_relabel_configs,
+    } = raw;
+    (
+        job_name,
+        scrape_interval,
+        scrape_timeout,
+        metrics_path,
+        scheme,
+        params,
+        (honor_labels, honor_timestamps, track_timestamps_staleness),
+        (
+            sample_limit,
+            label_limit,
+            label_name_length_limit,
+            label_value_length_limit,
+        ),
+        (body_size_limit, target_limit, keep_dropped_targets),
+        (
+            scrape_protocols,
+            fallback_scrape_protocol,
+            enable_compression,
+        ),
+        (basic_auth, authorization, tls_config, proxy_url),
+        (relabel_configs, metric_relabel_configs),
+    )
+        .hash(h);
 }
 
 fn dns_record_type(t: &Spanned<String>, key: &str) -> Result<DnsRecordType> {

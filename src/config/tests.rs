@@ -414,7 +414,8 @@ refresh_interval = "1m"
             names: vec!["_node._tcp.example.com".into()],
             record_type: DnsRecordType::Srv,
             port: 0,
-            refresh_interval: secs(30)
+            refresh_interval: secs(30),
+            nameservers: vec![],
         }
     );
     assert_eq!(j.dns_sd_configs[1].record_type, DnsRecordType::Aaaa);
@@ -424,6 +425,89 @@ refresh_interval = "1m"
             j.dns_sd_configs[1].refresh_interval
         ),
         (9100, secs(60))
+    );
+}
+
+#[test]
+fn http_sd_takes_the_http_client_keys() {
+    let c = ok(r#"[[scrape_configs]]
+job_name = "j"
+[[scrape_configs.http_sd_configs]]
+url = "https://inventory:8080/sd"
+refresh_interval = "15s"
+proxy_url = "http://proxy:3128"
+authorization = { credentials_file = "token" }
+tls_config = { ca_file = "ca.pem", insecure_skip_verify = true }
+"#);
+    let h = &c.scrape_configs[0].http_sd_configs[0];
+    assert_eq!(h.refresh_interval, secs(15));
+    assert_eq!(h.proxy_url.as_deref(), Some("http://proxy:3128"));
+    let a = h.authorization.as_ref().expect("authorization");
+    assert_eq!(
+        a.credentials_file.as_deref(),
+        Some(Path::new("/etc/scrapewheel/token"))
+    );
+    let tls = h.tls_config.as_ref().expect("tls");
+    assert_eq!(
+        tls.ca_file.as_deref(),
+        Some(Path::new("/etc/scrapewheel/ca.pem"))
+    );
+    assert!(tls.insecure_skip_verify);
+
+    let secret = ok(r#"[[scrape_configs]]
+job_name = "j"
+[[scrape_configs.http_sd_configs]]
+url = "http://u:hunter2@inventory/sd"
+basic_auth = { username = "u", password = "hunter3" }
+"#);
+    let shown = format!("{:?}", secret.scrape_configs[0]);
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("hunter3"),
+        "{shown}"
+    );
+
+    assert_error(
+        "[[scrape_configs]]\njob_name = \"j\"\n[[scrape_configs.http_sd_configs]]\nurl = \"http://x/sd\"\nbasic_auth = { username = \"u\" }\nauthorization = { credentials = \"t\" }\n",
+        6,
+        17,
+        "scrape_configs[0].http_sd_configs[0].authorization",
+        "at most one of basic_auth & authorization",
+    );
+}
+
+#[test]
+fn dns_sd_nameservers_are_a_checked_extension() {
+    let c = ok(r#"[[scrape_configs]]
+job_name = "j"
+[[scrape_configs.dns_sd_configs]]
+names = ["web.service.consul"]
+type = "A"
+port = 80
+nameservers = ["127.0.0.1:8600", "10.0.0.2", "[::1]:53"]
+"#);
+    assert_eq!(
+        c.scrape_configs[0].dns_sd_configs[0].nameservers,
+        [
+            "127.0.0.1:8600".parse::<std::net::SocketAddr>().expect("a"),
+            "10.0.0.2:53".parse().expect("b"),
+            "[::1]:53".parse().expect("c"),
+        ]
+    );
+    assert_error(
+        "[[scrape_configs]]\njob_name = \"j\"\n[[scrape_configs.dns_sd_configs]]\nnames = [\"x\"]\nnameservers = [\"ns1.example\"]\n",
+        5,
+        16,
+        "scrape_configs[0].dns_sd_configs[0].nameservers[0]",
+        "is not a nameserver address",
+    );
+}
+
+#[test]
+fn file_sd_accepts_toml_target_files() {
+    let c = ok("[[scrape_configs]]\njob_name = \"j\"\n[[scrape_configs.file_sd_configs]]\nfiles = [\"sd/*.toml\"]\n");
+    assert_eq!(
+        c.scrape_configs[0].file_sd_configs[0].files,
+        [PathBuf::from("/etc/scrapewheel/sd/*.toml")]
     );
 }
 
@@ -618,6 +702,30 @@ fn fingerprint_is_stable_across_unrelated_edits() {
         before.scrape_configs[0].fingerprint,
         inline.scrape_configs[0].fingerprint
     );
+}
+
+#[test]
+fn fingerprint_leaves_out_target_sources() {
+    let base = ok(&format!(
+        "{ONE_JOB}[[scrape_configs.static_configs]]\ntargets = [\"a:1\"]\n"
+    ))
+    .scrape_configs[0]
+        .fingerprint;
+    let sources = ok(&format!(
+        "{ONE_JOB}[[scrape_configs.static_configs]]\ntargets = [\"a:1\", \"b:1\"]\n\
+         [[scrape_configs.file_sd_configs]]\nfiles = [\"x.json\"]\n\
+         [[scrape_configs.dns_sd_configs]]\nnames = [\"n\"]\n\
+         [[scrape_configs.http_sd_configs]]\nurl = \"http://h/sd\"\n"
+    ))
+    .scrape_configs[0]
+        .fingerprint;
+    assert_eq!(base, sources, "adding targets restarts nothing");
+    let relabel = ok(&format!(
+        "{ONE_JOB}[[scrape_configs.relabel_configs]]\naction = \"labeldrop\"\nregex = \"x\"\n"
+    ))
+    .scrape_configs[0]
+        .fingerprint;
+    assert_ne!(base, relabel);
 }
 
 #[test]

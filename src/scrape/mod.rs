@@ -218,7 +218,7 @@ pub enum Auth {
 impl Auth {
     /// The `Authorization` value, checked to be a valid header value. (ureq's debug
     /// logging redacts every header but a fixed list of harmless ones.)
-    fn header_value(&self, url: &str) -> Result<Vec<u8>, ScrapeError> {
+    pub(crate) fn header_value(&self, url: &str) -> Result<Vec<u8>, ScrapeError> {
         let mut value = Vec::with_capacity(64);
         match self {
             Auth::Basic { username, password } => {
