@@ -95,6 +95,11 @@ fn raise_nofile_limit() {
 pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
     let config = Arc::new(load_config(&config_path, &ov)?);
     raise_nofile_limit();
+    // Pool syncs run on rayon's global pool: give its threads names like every other
+    // thread. It fails only if the pool was already built, which leaves it usable.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("sw-sync-{i}"))
+        .build_global();
     let registry = Registry::new();
     metrics::process::register(&registry);
 
