@@ -116,9 +116,12 @@ pub struct ScrapeConfig {
     pub dns_sd_configs: Vec<DnsSdConfig>,
     pub relabel_configs: Vec<Rule>,
     pub metric_relabel_configs: Vec<Rule>,
+    /// The `[cluster]` section: which share of the job's targets this agent keeps.
+    pub cluster: ClusterConfig,
     /// Identity of the job's configuration, used on reload to keep unchanged jobs
-    /// running: equal iff the raw job table, the `[global]` values it inherits and the
-    /// config file's directory (which relative paths depend on) are equal.
+    /// running: equal iff the raw job table, the `[global]` values it inherits, the
+    /// `[cluster]` layout and the config file's directory (which relative paths depend
+    /// on) are equal.
     pub fingerprint: u64,
 }
 
@@ -647,6 +650,7 @@ impl fmt::Debug for ScrapeConfig {
                 "metric_relabel_configs",
                 &RuleCount(self.metric_relabel_configs.len()),
             )
+            .field("cluster", &self.cluster)
             .field("fingerprint", &self.fingerprint)
             .finish()
     }

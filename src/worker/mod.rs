@@ -16,13 +16,14 @@ pub mod pipeline;
 pub mod state;
 
 use crate::append::AppendBuffer;
-use crate::metrics::{Counter, Registry};
+use crate::metrics::{Counter, Gauge, IntervalSummary, Registry};
 use crate::parse::Format;
 use crate::scrape::{HttpClient, ScrapeRequest};
 use crate::target::Target;
 use crate::wheel::DueKind;
 use crate::wire;
 use crossbeam_channel::Receiver;
+use parking_lot::Mutex;
 use pipeline::{ScrapeFailure, Series, WalkConfig, WalkStats, Walker};
 use state::{diff_sorted, HashKeyed, IdentityHasher, ScrapeState, StoredBody};
 use std::collections::HashSet;
@@ -55,11 +56,52 @@ pub struct WorkerMetrics {
     pub exceeded_body_size_limit: Arc<Counter>,
     pub exceeded_label_limits: Arc<Counter>,
     pub duplicate_samples: Arc<Counter>,
+    /// Workers in a scrape (or an end-of-run) right now.
+    pub busy: Arc<Gauge>,
+    pub workers: Arc<Gauge>,
+    pub interval_length: IntervalLengths,
+}
+
+/// `prometheus_target_interval_length_seconds`, one summary per configured interval,
+/// registered when a worker first scrapes a target with that interval.
+pub struct IntervalLengths {
+    registry: Arc<Registry>,
+    known: Mutex<Vec<(Duration, Arc<IntervalSummary>)>>,
+}
+
+impl IntervalLengths {
+    /// The summary for `interval`; takes a lock, so workers cache the result.
+    pub fn get(&self, interval: Duration) -> Arc<IntervalSummary> {
+        let mut known = self.known.lock();
+        if let Some((_, s)) = known.iter().find(|(i, _)| *i == interval) {
+            return s.clone();
+        }
+        let s = Arc::new(IntervalSummary::new(interval));
+        let s2 = s.clone();
+        self.registry.summary_fn(
+            "prometheus_target_interval_length_seconds",
+            "Actual intervals between scrapes.",
+            &[("interval", &crate::metrics::go_duration(interval))],
+            move || s2.snapshot(crate::time::unix_ns()),
+        );
+        known.push((interval, s.clone()));
+        s
+    }
 }
 
 impl WorkerMetrics {
-    pub fn new(reg: &Registry) -> Self {
+    pub fn new(reg: &Arc<Registry>) -> Self {
         Self {
+            busy: reg.gauge(
+                "scrapewheel_workers_busy",
+                "Workers busy with a scrape right now.",
+                &[],
+            ),
+            workers: reg.gauge("scrapewheel_workers", "Scrape worker threads.", &[]),
+            interval_length: IntervalLengths {
+                registry: reg.clone(),
+                known: Mutex::new(Vec::new()),
+            },
             scrapes: reg.counter("scrapewheel_scrapes_total", "Scrapes performed.", &[]),
             failures: reg.counter(
                 "scrapewheel_scrape_failures_total",
@@ -138,6 +180,7 @@ pub struct WorkerPool {
 impl WorkerPool {
     pub fn start(n: usize, rx: Receiver<Job>, ctx: Arc<WorkerContext>) -> std::io::Result<Self> {
         let mut handles = Vec::with_capacity(n);
+        ctx.metrics.workers.set(n as f64);
         for i in 0..n {
             let rx = rx.clone();
             let ctx = ctx.clone();
@@ -167,6 +210,7 @@ fn run(rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
         }
         let started = Instant::now();
         let target = job.target.clone();
+        ctx.metrics.busy.add(1.0);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job.kind {
             DueKind::Scrape => scrape_target(&ctx, &mut scratch, &job),
             DueKind::Final => end_of_run(&ctx, &mut scratch, &job),
@@ -183,6 +227,7 @@ fn run(rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
         if job.kind == DueKind::Scrape {
             target.in_flight.store(false, Ordering::Release);
         }
+        ctx.metrics.busy.add(-1.0);
         ctx.metrics.busy_ns.add(started.elapsed().as_nanos() as u64);
     }
 }
@@ -198,6 +243,8 @@ pub struct Scratch {
     seen: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
     cur: Vec<u64>,
     vanished: Vec<u64>,
+    /// This worker's handles on the interval-length summaries (a few intervals at most).
+    intervals: Vec<(Duration, Arc<IntervalSummary>)>,
 }
 
 impl Scratch {
@@ -263,7 +310,12 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     let cfg = &target.job.config;
     let start = Instant::now();
     let start_ms = crate::time::unix_ms();
-    let ts = scrape_timestamp_ms(job.due_ns, crate::time::unix_ns(), target.interval);
+    let now_ns = crate::time::unix_ns();
+    let ts = scrape_timestamp_ms(job.due_ns, now_ns, target.interval);
+    let last_ns = std::mem::replace(&mut target.state.lock().last_start_ns, now_ns);
+    if last_ns > 0 && now_ns > last_ns {
+        interval_summary(ctx, s, target.interval).observe(now_ns - last_ns, now_ns);
+    }
     let forced = target.forced_error.lock().clone();
     let fetched: Result<Option<Format>, ScrapeFailure> = match forced {
         Some(err) => Err(ScrapeFailure::Forced(err)),
@@ -329,6 +381,22 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     if s.body.capacity() > 4 * s.body.len().max(1 << 20) {
         s.body = Vec::new();
     }
+}
+
+fn interval_summary<'s>(
+    ctx: &WorkerContext,
+    s: &'s mut Scratch,
+    interval: Duration,
+) -> &'s IntervalSummary {
+    let i = match s.intervals.iter().position(|(i, _)| *i == interval) {
+        Some(i) => i,
+        None => {
+            s.intervals
+                .push((interval, ctx.metrics.interval_length.get(interval)));
+            s.intervals.len() - 1
+        }
+    };
+    &s.intervals[i].1
 }
 
 /// Picks the parser from the response's Content-Type, or the job's fallback.
