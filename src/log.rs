@@ -108,11 +108,15 @@ pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A `host:port` target address with any `user:password@` removed. Discovery may hand
-/// out such addresses; the pool refuses them as targets, and this keeps the refusal (and
-/// the discovered labels shown by the API) from repeating the secret.
-pub fn redact_address(addr: &str) -> &str {
-    addr.rsplit_once('@').map_or(addr, |(_, host)| host)
+/// A `host:port` target address with any `user:password@` replaced by `xxxxx@`, so it
+/// still shows that credentials were there. Discovery may hand out such addresses; the
+/// pool refuses them as targets, and this keeps the refusal (and the discovered labels
+/// shown by the API) from repeating the secret.
+pub fn redact_address(addr: &str) -> std::borrow::Cow<'_, str> {
+    match addr.rsplit_once('@') {
+        Some((_, host)) => format!("xxxxx@{host}").into(),
+        None => addr.into(),
+    }
 }
 
 #[macro_export]
@@ -146,8 +150,8 @@ mod tests {
 
     #[test]
     fn redacts_address_userinfo() {
-        assert_eq!(redact_address("u:p@h:1"), "h:1");
-        assert_eq!(redact_address("u:p@x@h:1"), "h:1");
+        assert_eq!(redact_address("u:p@h:1"), "xxxxx@h:1");
+        assert_eq!(redact_address("u:p@x@h:1"), "xxxxx@h:1");
         assert_eq!(redact_address("h:1"), "h:1");
     }
 

@@ -79,7 +79,7 @@ pub fn shard_of(labels: &LabelSet, members: u32) -> u32 {
 fn without_credentials(discovered: LabelSet) -> LabelSet {
     match discovered.get(ADDRESS) {
         Some(a) if a.contains('@') => {
-            let host = crate::log::redact_address(a).to_string();
+            let host = crate::log::redact_address(a).into_owned();
             let mut l = discovered;
             l.set(ADDRESS, host);
             l

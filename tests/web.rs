@@ -446,3 +446,121 @@ fn targets_page_lists_and_filters_in_headless_chromium() {
     assert!(visible(&mut b).is_empty());
     assert_eq!(b.eval("document.getElementById('none').hidden"), false);
 }
+
+/// The value of the first `/metrics` line that starts with `series` followed by a space.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn self_metrics_use_prometheus_names_and_valid_exposition() {
+    let sc = scene();
+    // A few intervals pass, so there are intervals to measure.
+    wait_for("three intervals measured", Duration::from_secs(30), || {
+        sc.agent
+            .get("/metrics")
+            .and_then(|(_, m)| {
+                sample(
+                    &m,
+                    "prometheus_target_interval_length_seconds_count{interval=\"1s\"}",
+                )
+            })
+            .is_some_and(|n| n >= 3.0)
+    });
+    let (status, m) = sc.agent.get("/metrics").expect("metrics");
+    assert_eq!(status, 200);
+    for (family, kind) in [
+        ("prometheus_target_interval_length_seconds", "summary"),
+        ("prometheus_target_sync_length_seconds", "summary"),
+        ("prometheus_target_scrape_pools_total", "counter"),
+        ("prometheus_target_scrape_pools_failed_total", "counter"),
+        ("prometheus_target_scrape_pool_targets", "gauge"),
+        ("scrapewheel_wheel_lag_seconds", "histogram"),
+        ("scrapewheel_worker_queue_length", "gauge"),
+        ("scrapewheel_workers_busy", "gauge"),
+    ] {
+        assert!(
+            m.contains(&format!("# TYPE {family} {kind}\n")),
+            "{family} {kind} missing:\n{m}"
+        );
+    }
+    let median = sample(
+        &m,
+        "prometheus_target_interval_length_seconds{interval=\"1s\",quantile=\"0.5\"}",
+    )
+    .expect("median interval");
+    assert!((0.9..1.1).contains(&median), "median interval {median}");
+    assert_eq!(
+        sample(&m, "prometheus_target_scrape_pools_total"),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&m, "prometheus_target_scrape_pools_failed_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "prometheus_target_scrape_pool_targets{scrape_job=\"node\"}"
+        ),
+        Some(3.0)
+    );
+    assert!(sample(
+        &m,
+        "prometheus_target_sync_length_seconds_count{scrape_job=\"node\"}"
+    )
+    .is_some_and(|n| n >= 1.0));
+    assert!(sample(&m, "scrapewheel_workers").is_some_and(|n| n >= 1.0));
+    assert!(sample(&m, "scrapewheel_workers_busy").is_some());
+    assert!(sample(&m, "scrapewheel_worker_queue_length").is_some());
+    // The lag histogram is cumulative and its +Inf bucket is its count.
+    let buckets: Vec<f64> = m
+        .lines()
+        .filter(|l| l.starts_with("scrapewheel_wheel_lag_seconds_bucket{"))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("value")
+        })
+        .collect();
+    assert!(buckets.len() > 2);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    let count = sample(&m, "scrapewheel_wheel_lag_seconds_count").expect("count");
+    assert!(count > 0.0);
+    assert_eq!(buckets.last().copied(), Some(count));
+    assert!(m.contains("scrapewheel_wheel_lag_seconds_bucket{le=\"+Inf\"}"));
+
+    // promtool parses and lints the whole exposition.
+    let Some(promtool) = common::find_exe("promtool") else {
+        assert!(
+            !require_peers(),
+            "promtool is required (apt-get install prometheus)"
+        );
+        eprintln!("skipping the promtool check: promtool is not installed");
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(m.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -128,11 +128,18 @@ impl WorkerMetrics {
                 "Decompressed body bytes read from targets.",
                 &[],
             ),
-            busy_ns: reg.counter(
-                "scrapewheel_worker_busy_nanoseconds_total",
-                "Time workers spent on scrapes.",
-                &[],
-            ),
+            busy_ns: {
+                // Counted in ns (an integer add per scrape), shown in the base unit.
+                let c = Arc::new(Counter::default());
+                let c2 = c.clone();
+                reg.counter_fn(
+                    "scrapewheel_worker_busy_seconds_total",
+                    "Time workers spent on scrapes.",
+                    &[],
+                    move || c2.get() as f64 / 1e9,
+                );
+                c
+            },
             panics: reg.counter(
                 "scrapewheel_worker_panics_total",
                 "Scrapes aborted by a panic (a bug: please report it).",
@@ -355,6 +362,15 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
         Ok(()) => {}
         Err(e) => {
             m.failures.inc();
+            // As Prometheus: a failed scrape is routine (it shows as up=0 and in the
+            // API), so it is logged at debug only. The error names the URL without
+            // credentials.
+            crate::debug!(
+                "scrape failed",
+                job = target.job_name(),
+                target = target.display_url(),
+                err = e
+            );
             match e {
                 ScrapeFailure::SampleLimit { .. } => m.exceeded_sample_limit.inc(),
                 ScrapeFailure::Http(h) if h.is_body_size_limit() => {
