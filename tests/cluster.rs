@@ -130,3 +130,21 @@ fn three_members_with_two_replicas_scrape_each_target_twice() {
         assert_eq!(owners, 2, "target {n} has {owners} owners");
     }
 }
+
+#[test]
+fn a_new_cluster_layout_applies_on_reload() {
+    let server = Target::start(Reply::text("x 1\n"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = Agent::start(dir.path(), &config(&server.addr, 2, 1, 1));
+    let share = active_and_up(&agent);
+    assert!(share.len() < TARGETS);
+    // Alone now: the agent takes over every target, and keeps the ones it had.
+    common::write_config(dir.path(), &config(&server.addr, 1, 0, 1));
+    agent.signal(libc::SIGHUP);
+    wait_for("all targets after reload", Duration::from_secs(30), || {
+        agent.targets()["data"]["activeTargets"]
+            .as_array()
+            .is_some_and(|a| a.len() == TARGETS)
+    });
+    assert_eq!(active_and_up(&agent), all());
+}
