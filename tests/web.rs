@@ -386,8 +386,10 @@ fn targets_page_lists_and_filters_in_headless_chromium() {
 
     let png = b.screenshot();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
-    let shot = tmp.path().join("targets.png");
+    // Kept after the test (cargo's per-target scratch dir), for a person to look at.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("targets.png");
     std::fs::write(&shot, &png).expect("write screenshot");
+    eprintln!("screenshot: {}", shot.display());
     if std::env::var("SCRAPEWHEEL_UPDATE_DOCS").is_ok_and(|v| v == "1") {
         let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/targets.png");
         std::fs::copy(&shot, &docs).expect("copy screenshot to docs/");
