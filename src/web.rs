@@ -19,11 +19,12 @@
 mod page;
 
 use crate::coordinator::{Control, JobView, TargetsView};
-use crate::labels::{SCRAPE_INTERVAL, SCRAPE_TIMEOUT};
+use crate::labels::{LabelSet, SCRAPE_INTERVAL, SCRAPE_TIMEOUT};
 use crate::metrics::Registry;
 use crate::target::Target;
 use crossbeam_channel::{bounded, Sender};
-use serde_json::{json, Map, Value};
+use serde::ser::SerializeMap;
+use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,7 +154,7 @@ fn handle(req: Request, st: &WebState, global: &GlobalUrl) {
         }
         (Method::Get, "/api/v1/targets") => {
             let view = st.targets.read().clone();
-            Response::from_string(targets_json(&view, query, global).to_string())
+            Response::from_string(targets_json(&view, query, global))
                 .with_header(header("Content-Type", "application/json"))
         }
         (Method::Get | Method::Head, "/targets") => {
@@ -209,14 +210,6 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
         i += 1;
     }
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn labels_json(l: &crate::labels::LabelSet) -> Value {
-    let mut m = Map::new();
-    for x in l {
-        m.insert(x.name.clone(), Value::from(x.value.clone()));
-    }
-    Value::Object(m)
 }
 
 /// Prometheus's three target healths.
@@ -293,20 +286,74 @@ fn global_url<'u>(url: &'u str, g: &GlobalUrl) -> Cow<'u, str> {
     }
 }
 
-/// Prometheus's `/api/v1/targets` answer.
-fn targets_json(view: &BTreeMap<String, JobView>, query: &str, global: &GlobalUrl) -> Value {
+/// Label sets serialize as JSON objects, as Prometheus's `labels.Labels` do.
+struct LabelMap<'a>(&'a LabelSet);
+
+impl Serialize for LabelMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for l in self.0 {
+            m.serialize_entry(&l.name, &l.value)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    status: &'static str,
+    data: Discovery<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Discovery<'a> {
+    active_targets: Vec<ActiveTarget<'a>>,
+    dropped_targets: Vec<DroppedTarget<'a>>,
+    /// `null` when dropped targets are not asked for (a nil map in Prometheus).
+    dropped_target_counts: Option<BTreeMap<&'a str, usize>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActiveTarget<'a> {
+    discovered_labels: LabelMap<'a>,
+    labels: LabelMap<'a>,
+    scrape_pool: &'a str,
+    scrape_url: Cow<'a, str>,
+    global_url: String,
+    last_error: String,
+    last_scrape: String,
+    last_scrape_duration: f64,
+    health: &'static str,
+    scrape_interval: &'a str,
+    scrape_timeout: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DroppedTarget<'a> {
+    discovered_labels: LabelMap<'a>,
+    scrape_pool: &'a str,
+}
+
+/// Prometheus's `/api/v1/targets` answer. Serialized straight from borrowed views (no
+/// intermediate JSON tree): 10,000 targets take tens of milliseconds.
+fn targets_json(view: &BTreeMap<String, JobView>, query: &str, global: &GlobalUrl) -> String {
     let state = query_param(query, "state")
         .unwrap_or_default()
         .to_lowercase();
     let pool_filter = query_param(query, "scrapePool").filter(|p| !p.is_empty());
     let show_active = matches!(state.as_str(), "" | "any" | "active");
     let show_dropped = matches!(state.as_str(), "" | "any" | "dropped");
-    let mut active = Vec::new();
-    let mut dropped = Vec::new();
-    let mut dropped_counts = Map::new();
+    let mut data = Discovery {
+        active_targets: Vec::new(),
+        dropped_targets: Vec::new(),
+        dropped_target_counts: show_dropped.then(BTreeMap::new),
+    };
     for (job, jv) in view {
-        if show_dropped {
-            dropped_counts.insert(job.clone(), Value::from(jv.dropped_count));
+        if let Some(counts) = &mut data.dropped_target_counts {
+            counts.insert(job, jv.dropped_count);
         }
         if pool_filter.as_deref().is_some_and(|p| p != job) {
             continue;
@@ -315,35 +362,39 @@ fn targets_json(view: &BTreeMap<String, JobView>, query: &str, global: &GlobalUr
             for t in sorted_targets(jv) {
                 let h = t.health.lock().clone();
                 let url = t.display_url();
-                active.push(json!({
-                    "discoveredLabels": labels_json(&t.discovered),
-                    "labels": labels_json(&t.series_labels),
-                    "scrapePool": job,
-                    "scrapeUrl": url,
-                    "globalUrl": global_url(&url, global),
-                    "lastError": h.last_error,
-                    "lastScrape": rfc3339_nano(h.up.map(|_| h.last_scrape_ms)),
-                    "lastScrapeDuration": h.last_duration_s,
-                    "health": health_str(h.up),
-                    "scrapeInterval": t.labels.get_or_empty(SCRAPE_INTERVAL),
-                    "scrapeTimeout": t.labels.get_or_empty(SCRAPE_TIMEOUT),
-                }));
+                data.active_targets.push(ActiveTarget {
+                    discovered_labels: LabelMap(&t.discovered),
+                    labels: LabelMap(&t.series_labels),
+                    scrape_pool: job,
+                    global_url: global_url(&url, global).into_owned(),
+                    scrape_url: url,
+                    last_error: h.last_error,
+                    last_scrape: rfc3339_nano(h.up.map(|_| h.last_scrape_ms)),
+                    last_scrape_duration: h.last_duration_s,
+                    health: health_str(h.up),
+                    scrape_interval: t.labels.get_or_empty(SCRAPE_INTERVAL),
+                    scrape_timeout: t.labels.get_or_empty(SCRAPE_TIMEOUT),
+                });
             }
         }
         if show_dropped {
             for d in &jv.dropped {
-                dropped.push(json!({ "discoveredLabels": labels_json(d), "scrapePool": job }));
+                data.dropped_targets.push(DroppedTarget {
+                    discovered_labels: LabelMap(d),
+                    scrape_pool: job,
+                });
             }
         }
     }
-    json!({
-        "status": "success",
-        "data": {
-            "activeTargets": active,
-            "droppedTargets": dropped,
-            // A nil map in Prometheus when dropped targets are not asked for.
-            "droppedTargetCounts": if show_dropped { Value::Object(dropped_counts) } else { Value::Null },
-        }
+    let answer = Answer {
+        status: "success",
+        data,
+    };
+    serde_json::to_string(&answer).unwrap_or_else(|e| {
+        format!(
+            "{{\"status\":\"error\",\"errorType\":\"internal\",\"error\":{}}}",
+            serde_json::Value::from(e.to_string())
+        )
     })
 }
 
