@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of scrapewheel on a fresh machine: installs the peers the integration
 # tests run against (Debian's prometheus for promtool, prometheus-node-exporter,
-# victoria-metrics, dnsmasq), then `cargo test` (unit, corpus and integration tests) and a
-# `cargo clippy`/`cargo fmt` check.
+# victoria-metrics, dnsmasq, chromium for the /targets page), then `cargo test` (unit,
+# corpus and integration tests) and a `cargo clippy`/`cargo fmt` check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 # dnsmasq-base: the DNS server dns_sd tests run on a loopback port (no service).
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

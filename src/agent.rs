@@ -135,6 +135,7 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
     .map_err(thread_err("sw-flusher"))?;
 
     let (job_tx, job_rx) = bounded::<Job>(config.engine.queue_size);
+    register_queue_metrics(&registry, job_rx.clone(), config.engine.queue_size);
     let ctx = Arc::new(WorkerContext {
         client: HttpClient::new(),
         append: buffer,
@@ -228,8 +229,43 @@ fn drain_without_wheel(
     Ok(())
 }
 
+fn register_queue_metrics(reg: &Registry, rx: crossbeam_channel::Receiver<Job>, capacity: usize) {
+    // A receiver, never a sender: the workers stop when the last sender (the wheel's)
+    // drops, and a sender held here would keep them waiting forever.
+    reg.gauge_fn(
+        "scrapewheel_worker_queue_length",
+        "Due scrapes waiting for a free worker.",
+        &[],
+        move || rx.len() as f64,
+    );
+    reg.gauge(
+        "scrapewheel_worker_queue_capacity",
+        "Capacity of the due-scrape queue (engine.queue_size).",
+        &[],
+    )
+    .set(capacity as f64);
+}
+
 fn register_wheel_metrics(reg: &Registry, wheel: &Scheduler<crate::target::Target>) {
     let s = wheel.stats();
+    let lag = s.clone();
+    reg.histogram_fn(
+        "scrapewheel_wheel_lag_seconds",
+        "Time from a slot's due instant to its dispatch by the wheel thread.",
+        &[],
+        move || {
+            let snap = lag.lag.snapshot();
+            metrics::HistogramSnapshot {
+                buckets: snap
+                    .buckets
+                    .iter()
+                    .map(|&(le, n)| (le as f64 / 1e9, n))
+                    .collect(),
+                sum: snap.sum_ns as f64 / 1e9,
+                count: snap.count,
+            }
+        },
+    );
     let f = |get: fn(&crate::wheel::WheelStats) -> u64| {
         let s = s.clone();
         move || get(&s) as f64

@@ -35,7 +35,7 @@
 
 use crate::config::Config;
 use crate::discovery::{self, Manager, SdMetrics, TargetGroup, Update, STATIC_PROVIDER};
-use crate::metrics::{Counter, Gauge, Registry, Summary};
+use crate::metrics::{Counter, Gauge, Registry};
 use crate::pool::{ScrapePool, SyncOutcome};
 use crate::target::Target;
 use crate::wheel::{self, Scheduler};
@@ -377,25 +377,23 @@ impl Coordinator {
     fn sync_dirty(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         let groups = &self.groups;
-        let outcomes: Vec<(String, SyncOutcome, Duration)> = self
+        // Each pool times its own sync (prometheus_target_sync_length_seconds).
+        let outcomes: Vec<(String, SyncOutcome)> = self
             .pools
             .par_iter_mut()
             .filter(|(name, _)| dirty.contains(*name))
             .map(|(name, pool)| {
-                let started = Instant::now();
                 let gs: Vec<TargetGroup> = groups
                     .get(name)
                     .map(|m| m.values().flatten().cloned().collect())
                     .unwrap_or_default();
-                let out = pool.sync(&gs);
-                (name.clone(), out, started.elapsed())
+                (name.clone(), pool.sync(&gs))
             })
             .collect();
         if !outcomes.is_empty() {
             self.discovery.metrics().updates.inc();
         }
-        for (job, out, took) in outcomes {
-            sync_length(&self.registry, &job).observe(took.as_secs_f64());
+        for (job, out) in outcomes {
             for (labels, err) in &out.errors {
                 crate::warn!(
                     "creating target failed",
@@ -434,14 +432,4 @@ impl Coordinator {
             .collect();
         *self.view.write() = view;
     }
-}
-
-/// `prometheus_target_sync_length_seconds{scrape_job}`: time to sync a pool (building its
-/// targets from the groups and diffing them).
-fn sync_length(reg: &Registry, job: &str) -> Arc<Summary> {
-    reg.summary(
-        "prometheus_target_sync_length_seconds",
-        "Actual interval to sync the scrape pool.",
-        &[("scrape_job", job)],
-    )
 }

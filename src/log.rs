@@ -108,6 +108,17 @@ pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A `host:port` target address with any `user:password@` replaced by `xxxxx@`, so it
+/// still shows that credentials were there. Discovery may hand out such addresses; the
+/// pool refuses them as targets, and this keeps the refusal (and the discovered labels
+/// shown by the API) from repeating the secret.
+pub fn redact_address(addr: &str) -> std::borrow::Cow<'_, str> {
+    match addr.rsplit_once('@') {
+        Some((_, host)) => format!("xxxxx@{host}").into(),
+        None => addr.into(),
+    }
+}
+
 #[macro_export]
 macro_rules! log_at {
     ($level:expr, $msg:expr $(, $k:ident = $v:expr)* $(,)?) => {
@@ -135,6 +146,13 @@ mod tests {
         assert_eq!(redact_url("http://u:p@h:1/x?a=@"), "http://h:1/x?a=@");
         assert_eq!(redact_url("https://h/x"), "https://h/x");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn redacts_address_userinfo() {
+        assert_eq!(redact_address("u:p@h:1"), "xxxxx@h:1");
+        assert_eq!(redact_address("u:p@x@h:1"), "xxxxx@h:1");
+        assert_eq!(redact_address("h:1"), "h:1");
     }
 
     #[test]

@@ -109,8 +109,13 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
-                println!("{}", cfg.summary());
-                println!("SUCCESS: {} is valid", config.display());
+                // write!, not println!: a closed pipe (`check | head`) must not panic.
+                let _ = writeln!(
+                    std::io::stdout().lock(),
+                    "{}\nSUCCESS: {} is valid",
+                    cfg.summary(),
+                    config.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -1,10 +1,13 @@
-//! Self-metrics: a small registry of counters and gauges rendered in the Prometheus text
-//! format on `/metrics`.
+//! Self-metrics: a small registry of counters, gauges, histograms and summaries rendered in
+//! the Prometheus text format on `/metrics`.
 //!
 //! Registration takes a lock and allocates; it happens when a component or job starts.
 //! The hot path only touches the returned `Arc<Counter>`/`Arc<Gauge>` (one relaxed atomic
-//! add). Rendering walks the registry under its lock; it must stay cheap because the
-//! default config scrapes it every 10s.
+//! add) or an [`IntervalSummary`] (two). Histograms and summaries are registered as
+//! closures that take a snapshot at render time, so their owners keep whatever cheap
+//! representation suits them ([`RecentSummary`] for rare events, [`IntervalSummary`] for
+//! per-scrape ones, the wheel's own lag histogram). Rendering walks the registry under its
+//! lock; it must stay cheap because the default config scrapes it every 10s.
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -50,40 +53,46 @@ impl Gauge {
     }
 }
 
-/// A summary without quantiles: the count and the sum of the observations, rendered as
-/// `<name>_count` and `<name>_sum` (as Prometheus's summaries with no objectives are).
-#[derive(Debug, Default)]
-pub struct Summary {
-    count: Counter,
-    sum: Gauge,
-}
-
-impl Summary {
-    pub fn observe(&self, v: f64) {
-        self.sum.add(v);
-        self.count.inc();
-    }
-    pub fn count(&self) -> u64 {
-        self.count.get()
-    }
-    pub fn sum(&self) -> f64 {
-        self.sum.get()
-    }
-}
-
 type GaugeFn = Box<dyn Fn() -> f64 + Send + Sync>;
+type HistogramFn = Box<dyn Fn() -> HistogramSnapshot + Send + Sync>;
+type SummaryFn = Box<dyn Fn() -> SummarySnapshot + Send + Sync>;
+
+/// A histogram at render time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// `(upper bound, cumulative count)`, ascending; `+Inf` is added from `count`.
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+/// A summary at render time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummarySnapshot {
+    /// `(quantile, value)`; the value is NaN when the window holds no observation, as in
+    /// client_golang.
+    pub quantiles: Vec<(f64, f64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+/// client_golang's default summary objectives, which Prometheus's own summaries use.
+pub const QUANTILES: [f64; 5] = [0.01, 0.05, 0.5, 0.9, 0.99];
 
 enum Metric {
     Counter(Arc<Counter>),
     Gauge(Arc<Gauge>),
     GaugeFn(GaugeFn),
-    Summary(Arc<Summary>),
+    Recent(Arc<RecentSummary>),
+    Histogram(HistogramFn),
+    Summary(SummaryFn),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
     Summary,
 }
 
@@ -199,27 +208,28 @@ impl Registry {
         }
     }
 
-    /// Returns the summary `name{labels}`, creating it on first use.
+    /// Returns the summary `name{labels}` over its recent observations, creating it on
+    /// first use.
     pub fn summary(
         &self,
         name: &'static str,
         help: &'static str,
         labels: &[(&str, &str)],
-    ) -> Arc<Summary> {
-        let s = Arc::new(Summary::default());
+    ) -> Arc<RecentSummary> {
+        let s = Arc::new(RecentSummary::default());
         let s2 = s.clone();
         match self.register(
             name,
             help,
             Kind::Summary,
             labels,
-            move || Metric::Summary(s2),
+            move || Metric::Recent(s2),
             |m| match m {
-                Metric::Summary(s) => Some(Metric::Summary(s.clone())),
+                Metric::Recent(s) => Some(Metric::Recent(s.clone())),
                 _ => None,
             },
         ) {
-            Some(Metric::Summary(existing)) => existing,
+            Some(Metric::Recent(existing)) => existing,
             _ => s,
         }
     }
@@ -260,6 +270,44 @@ impl Registry {
         );
     }
 
+    /// Registers a histogram whose snapshot is taken at render time (replacing any
+    /// previous one).
+    pub fn histogram_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        f: impl Fn() -> HistogramSnapshot + Send + Sync + 'static,
+    ) {
+        self.register(
+            name,
+            help,
+            Kind::Histogram,
+            labels,
+            move || Metric::Histogram(Box::new(f)),
+            |_| None,
+        );
+    }
+
+    /// Registers a summary whose snapshot is taken at render time (replacing any previous
+    /// one).
+    pub fn summary_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        f: impl Fn() -> SummarySnapshot + Send + Sync + 'static,
+    ) {
+        self.register(
+            name,
+            help,
+            Kind::Summary,
+            labels,
+            move || Metric::Summary(Box::new(f)),
+            |_| None,
+        );
+    }
+
     /// Removes every series of every family that carries `label=value` (used when a job
     /// goes away so its per-job series do not linger).
     pub fn remove_labelled(&self, label: &str, value: &str) {
@@ -284,6 +332,7 @@ impl Registry {
             let kind = match f.kind {
                 Kind::Counter => "counter",
                 Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
                 Kind::Summary => "summary",
             };
             let _ = writeln!(out, "# HELP {name} {}", f.help);
@@ -293,9 +342,16 @@ impl Registry {
                     Metric::Counter(c) => c.get() as f64,
                     Metric::Gauge(g) => g.get(),
                     Metric::GaugeFn(func) => func(),
-                    Metric::Summary(s) => {
-                        let _ = writeln!(out, "{name}_sum{labels} {}", format_value(s.sum()));
-                        let _ = writeln!(out, "{name}_count{labels} {}", s.count());
+                    Metric::Recent(s) => {
+                        render_summary(&mut out, name, labels, &s.snapshot());
+                        continue;
+                    }
+                    Metric::Histogram(func) => {
+                        render_histogram(&mut out, name, labels, &func());
+                        continue;
+                    }
+                    Metric::Summary(func) => {
+                        render_summary(&mut out, name, labels, &func());
                         continue;
                     }
                 };
@@ -304,6 +360,290 @@ impl Registry {
         }
         out
     }
+}
+
+/// `{a="b"}` + `le="x"` → `{a="b",le="x"}`.
+fn with_label(labels: &str, name: &str, value: &str) -> String {
+    match labels.strip_suffix('}') {
+        Some(open) => format!("{open},{name}=\"{value}\"}}"),
+        None => format!("{{{name}=\"{value}\"}}"),
+    }
+}
+
+fn render_histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    for (le, n) in &h.buckets {
+        let l = with_label(labels, "le", &format_value(*le));
+        let _ = writeln!(out, "{name}_bucket{l} {n}");
+    }
+    let l = with_label(labels, "le", "+Inf");
+    let _ = writeln!(out, "{name}_bucket{l} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{labels} {}", format_value(h.sum));
+    let _ = writeln!(out, "{name}_count{labels} {}", h.count);
+}
+
+fn render_summary(out: &mut String, name: &str, labels: &str, s: &SummarySnapshot) {
+    for (q, v) in &s.quantiles {
+        let l = with_label(labels, "quantile", &format_value(*q));
+        let _ = writeln!(out, "{name}{l} {}", format_value(*v));
+    }
+    let _ = writeln!(out, "{name}_sum{labels} {}", format_value(s.sum));
+    let _ = writeln!(out, "{name}_count{labels} {}", s.count);
+}
+
+/// A summary over the last [`RecentSummary::CAPACITY`] observations, with exact
+/// quantiles. For events that happen a few times a minute at most (pool syncs): a ring of
+/// f64 under a mutex costs nothing there and needs no bucket layout.
+#[derive(Debug, Default)]
+pub struct RecentSummary {
+    inner: Mutex<RecentInner>,
+}
+
+#[derive(Debug, Default)]
+struct RecentInner {
+    ring: std::collections::VecDeque<f64>,
+    sum: f64,
+    count: u64,
+}
+
+impl RecentSummary {
+    pub const CAPACITY: usize = 128;
+
+    pub fn observe(&self, v: f64) {
+        let mut i = self.inner.lock();
+        if i.ring.len() == Self::CAPACITY {
+            i.ring.pop_front();
+        }
+        i.ring.push_back(v);
+        i.sum += v;
+        i.count += 1;
+    }
+
+    pub fn snapshot(&self) -> SummarySnapshot {
+        let (mut sorted, sum, count) = {
+            let i = self.inner.lock();
+            (i.ring.iter().copied().collect::<Vec<f64>>(), i.sum, i.count)
+        };
+        sorted.sort_by(f64::total_cmp);
+        SummarySnapshot {
+            quantiles: QUANTILES
+                .iter()
+                .map(|&q| (q, nearest_rank(&sorted, q)))
+                .collect(),
+            sum,
+            count,
+        }
+    }
+}
+
+/// The nearest-rank quantile of sorted values; NaN for none.
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Bounds (ns) of the deviation buckets of an [`IntervalSummary`], mirrored for early
+/// scrapes: 10µs resolution where a healthy wheel lives, coarse beyond a second.
+const DEVIATION_BOUNDS_NS: [u64; 20] = [
+    10_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+];
+/// Buckets: below -60s, the 19 negative ranges, (-10µs, 10µs], the 19 positive ranges,
+/// above 60s.
+const DEVIATION_BUCKETS: usize = 2 * DEVIATION_BOUNDS_NS.len() + 1;
+/// Observations older than one to two windows leave the quantiles (client_golang keeps a
+/// 10-minute window in 5 age buckets; two 5-minute generations come close enough).
+const WINDOW_NS: u64 = 300_000_000_000;
+
+/// The actual time between consecutive scrapes of targets that share an interval
+/// (Prometheus's `prometheus_target_interval_length_seconds`), kept cheap for the
+/// per-scrape path: an observation is two relaxed atomic adds into fixed buckets of the
+/// deviation from the nominal interval, and quantiles are interpolated from those buckets
+/// at render time over the last 5 to 10 minutes. Concurrent observations during a window
+/// rotation may land in the older window; a metric can afford that.
+#[derive(Debug)]
+pub struct IntervalSummary {
+    interval_ns: u64,
+    generations: [[AtomicU64; DEVIATION_BUCKETS]; 2],
+    /// The window (`now / WINDOW_NS`) that `generations[epoch % 2]` collects.
+    epoch: AtomicU64,
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl IntervalSummary {
+    pub fn new(interval: std::time::Duration) -> Self {
+        Self {
+            interval_ns: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
+            generations: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            epoch: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `actual_ns` between two scrapes, observed at Unix time `now_ns`.
+    pub fn observe(&self, actual_ns: u64, now_ns: u64) {
+        let e = now_ns / WINDOW_NS;
+        let seen = self.epoch.load(Ordering::Relaxed);
+        if e > seen
+            && self
+                .epoch
+                .compare_exchange(seen, e, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            // The generation for `e` last held `e - 2` or older: start it over, and the
+            // other one too when it is older than `e - 1`.
+            clear(&self.generations[(e % 2) as usize]);
+            if e - seen >= 2 {
+                clear(&self.generations[((e + 1) % 2) as usize]);
+            }
+        }
+        let i = deviation_bucket(actual_ns as i128 - self.interval_ns as i128);
+        self.generations[(e % 2) as usize][i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(actual_ns, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, now_ns: u64) -> SummarySnapshot {
+        let now_e = now_ns / WINDOW_NS;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let mut counts = [0u64; DEVIATION_BUCKETS];
+        // generations[epoch % 2] holds `epoch`, the other one `epoch - 1`.
+        for (g, e) in [(epoch % 2, epoch), ((epoch + 1) % 2, epoch.wrapping_sub(1))] {
+            if e.saturating_add(1) >= now_e && e <= now_e {
+                for (c, b) in counts.iter_mut().zip(&self.generations[g as usize]) {
+                    *c += b.load(Ordering::Relaxed);
+                }
+            }
+        }
+        let total: u64 = counts.iter().sum();
+        let nominal = self.interval_ns as f64;
+        SummarySnapshot {
+            quantiles: QUANTILES
+                .iter()
+                .map(|&q| {
+                    let v = bucket_quantile(&counts, total, q).map_or(f64::NAN, |d| nominal + d);
+                    (q, v / 1e9)
+                })
+                .collect(),
+            sum: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn clear(buckets: &[AtomicU64]) {
+    for b in buckets {
+        b.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The bucket of a signed deviation (ns).
+fn deviation_bucket(d: i128) -> usize {
+    let n = DEVIATION_BOUNDS_NS.len();
+    let mag = d.unsigned_abs().min(u128::from(u64::MAX)) as u64;
+    // Index of the first bound >= |d|: 0 means within ±10µs.
+    let k = DEVIATION_BOUNDS_NS.partition_point(|&b| b < mag);
+    if k == 0 {
+        n
+    } else if d > 0 {
+        n + k
+    } else {
+        n - k
+    }
+}
+
+/// The lower and upper edge (ns) of bucket `i`; the open-ended outer buckets are given
+/// the outermost bound as their far edge.
+fn bucket_edges(i: usize) -> (f64, f64) {
+    let n = DEVIATION_BOUNDS_NS.len();
+    let b = |k: usize| DEVIATION_BOUNDS_NS[k.min(n - 1)] as f64;
+    match i.cmp(&n) {
+        std::cmp::Ordering::Equal => (-b(0), b(0)),
+        std::cmp::Ordering::Greater => {
+            let k = i - n;
+            (b(k - 1), if k == n { b(n - 1) } else { b(k) })
+        }
+        std::cmp::Ordering::Less => {
+            let k = n - i;
+            (if k == n { -b(n - 1) } else { -b(k) }, -b(k - 1))
+        }
+    }
+}
+
+/// The `q` quantile of the deviation, interpolated linearly inside its bucket.
+fn bucket_quantile(counts: &[u64], total: u64, q: f64) -> Option<f64> {
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, &c) in counts.iter().enumerate() {
+        if c > 0 && (below + c) as f64 >= rank {
+            let (lo, hi) = bucket_edges(i);
+            let frac = ((rank - below as f64) / c as f64).clamp(0.0, 1.0);
+            return Some(lo + (hi - lo) * frac);
+        }
+        below += c;
+    }
+    None
+}
+
+/// A duration as Go's `time.Duration.String` writes it ("500ms", "15s", "1m0s",
+/// "1h30m0s"), which is what Prometheus puts in its `interval` label.
+pub fn go_duration(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000_000_000 {
+        let (unit, div) = match ns {
+            n if n < 1_000 => ("ns", 1u128),
+            n if n < 1_000_000 => ("µs", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{}{unit}", fraction(ns, div));
+    }
+    let total_s = ns / 1_000_000_000;
+    let (h, m) = (total_s / 3600, (total_s / 60) % 60);
+    let secs = fraction(ns % 60_000_000_000, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{secs}s"),
+        (0, m) => format!("{m}m{secs}s"),
+        (h, m) => format!("{h}h{m}m{secs}s"),
+    }
+}
+
+/// `n / div` with the fractional digits Go prints (trailing zeros trimmed).
+fn fraction(n: u128, div: u128) -> String {
+    let (whole, frac) = (n / div, n % div);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.ilog10() as usize;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// Formats a sample value the way the exposition format expects.
@@ -412,6 +752,111 @@ mod tests {
         assert!(text.contains("# TYPE d_seconds summary\n"), "{text}");
         assert!(text.contains("d_seconds_sum{job=\"a\"} 1.5\n"), "{text}");
         assert!(text.contains("d_seconds_count{job=\"a\"} 2\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_and_summaries_render_in_the_text_format() {
+        let r = Registry::default();
+        r.histogram_fn("lag_seconds", "Lag.", &[], || HistogramSnapshot {
+            buckets: vec![(0.001, 2), (0.01, 3)],
+            sum: 0.5,
+            count: 4,
+        });
+        let s = Arc::new(RecentSummary::default());
+        for v in [3.0, 1.0, 2.0] {
+            s.observe(v);
+        }
+        let s2 = s.clone();
+        r.summary_fn("sync_seconds", "Sync.", &[("scrape_job", "j")], move || {
+            s2.snapshot()
+        });
+        let text = r.render();
+        for want in [
+            "# TYPE lag_seconds histogram\n",
+            "lag_seconds_bucket{le=\"0.001\"} 2\n",
+            "lag_seconds_bucket{le=\"0.01\"} 3\n",
+            "lag_seconds_bucket{le=\"+Inf\"} 4\n",
+            "lag_seconds_sum 0.5\n",
+            "lag_seconds_count 4\n",
+            "# TYPE sync_seconds summary\n",
+            "sync_seconds{scrape_job=\"j\",quantile=\"0.01\"} 1\n",
+            "sync_seconds{scrape_job=\"j\",quantile=\"0.5\"} 2\n",
+            "sync_seconds{scrape_job=\"j\",quantile=\"0.99\"} 3\n",
+            "sync_seconds_sum{scrape_job=\"j\"} 6\n",
+            "sync_seconds_count{scrape_job=\"j\"} 3\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn recent_summary_keeps_a_bounded_window() {
+        let s = RecentSummary::default();
+        for i in 0..(RecentSummary::CAPACITY as u64 + 10) {
+            s.observe(i as f64);
+        }
+        let snap = s.snapshot();
+        assert_eq!(snap.count, RecentSummary::CAPACITY as u64 + 10);
+        assert_eq!(snap.quantiles[0], (0.01, 11.0), "the oldest ten are gone");
+        assert!(RecentSummary::default().snapshot().quantiles[2].1.is_nan());
+    }
+
+    #[test]
+    fn deviation_buckets_are_symmetric_and_cover_everything() {
+        let n = DEVIATION_BOUNDS_NS.len();
+        assert_eq!(deviation_bucket(0), n);
+        assert_eq!(deviation_bucket(10_000), n);
+        assert_eq!(deviation_bucket(-10_000), n);
+        assert_eq!(deviation_bucket(10_001), n + 1);
+        assert_eq!(deviation_bucket(-10_001), n - 1);
+        assert_eq!(
+            deviation_bucket(i128::from(u64::MAX)),
+            DEVIATION_BUCKETS - 1
+        );
+        assert_eq!(deviation_bucket(-i128::from(u64::MAX)), 0);
+        for i in 0..DEVIATION_BUCKETS {
+            let (lo, hi) = bucket_edges(i);
+            assert!(lo <= hi, "bucket {i}: {lo} > {hi}");
+        }
+        assert_eq!(bucket_edges(n + 1), (10_000.0, 50_000.0));
+        assert_eq!(bucket_edges(n - 1), (-50_000.0, -10_000.0));
+    }
+
+    #[test]
+    fn interval_summary_estimates_quantiles_within_a_bucket() {
+        let s = IntervalSummary::new(std::time::Duration::from_secs(10));
+        let now = 1_700_000_000_000_000_000u64;
+        for i in 0..100u64 {
+            // 10s + 0..99µs: quantiles fall in the ±10µs and 10–50µs and 50–100µs buckets.
+            s.observe(10_000_000_000 + i * 1_000, now);
+        }
+        let snap = s.snapshot(now);
+        assert_eq!(snap.count, 100);
+        for (q, v) in &snap.quantiles {
+            assert!((*v - 10.0).abs() < 0.0001, "q{q} = {v}");
+        }
+        let p99 = snap.quantiles[4].1;
+        assert!(p99 > 10.00005, "p99 {p99} is in the 50–100µs bucket");
+        // Ten minutes on, the window is empty but the totals stay.
+        let later = s.snapshot(now + 2 * WINDOW_NS);
+        assert!(later.quantiles[2].1.is_nan());
+        assert_eq!(later.count, 100);
+        // A new observation after a long pause starts a fresh window.
+        s.observe(9_000_000_000, now + 3 * WINDOW_NS);
+        let fresh = s.snapshot(now + 3 * WINDOW_NS);
+        assert!((fresh.quantiles[2].1 - 9.0).abs() < 0.5, "{fresh:?}");
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration as D;
+        assert_eq!(go_duration(D::from_secs(15)), "15s");
+        assert_eq!(go_duration(D::from_secs(60)), "1m0s");
+        assert_eq!(go_duration(D::from_secs(5400)), "1h30m0s");
+        assert_eq!(go_duration(D::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(D::from_millis(500)), "500ms");
+        assert_eq!(go_duration(D::from_micros(1500)), "1.5ms");
+        assert_eq!(go_duration(D::from_millis(61_250)), "1m1.25s");
     }
 
     #[test]

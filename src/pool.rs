@@ -1,13 +1,31 @@
 //! Scrape pools: one per job. A pool turns the job's target groups into targets
-//! (population + relabeling in `target`), dedupes them by hash, keeps the dropped ones for
-//! the API, enforces target_limit, and diffs against its running targets so that a sync
-//! adds and removes only what changed. Pools do not schedule: the coordinator applies the
-//! returned diff to the wheel. `sync` runs on the rayon pool, one job per task.
+//! (population + relabeling in `target`), keeps only this agent's shard of them, dedupes
+//! them by hash, keeps the dropped ones for the API, enforces target_limit, and diffs
+//! against its running targets so that a sync adds and removes only what changed. Pools
+//! do not schedule: the coordinator applies the returned diff to the wheel. `sync` runs on
+//! the rayon pool, one job per task.
+//!
+//! # Sharding (`[cluster]`)
+//!
+//! With `members_count` > 1, each agent keeps only the targets whose shard it is, decided
+//! from the target alone so that every member, given the same config and discovery,
+//! computes the same split, and a restart changes nothing. The method is vmagent's
+//! (`-promscrape.cluster.membersCount/memberNum/replicationFactor`): the key is the
+//! target's labels after relabeling (`__meta_*` already removed; `__address__`,
+//! `__scheme__`, `__metrics_path__`, `__param_*`, `job`, `instance`, …), written as
+//! `name=value,` in label-name order and hashed with XXH64 (seed 0); the target's first
+//! member is `hash % members_count`, and with `replication_factor` r it is also scraped by
+//! the next r − 1 members, wrapping around. A member that does not own a target drops it
+//! before it becomes a target (no scrape state, no wheel entry): it is listed among the
+//! job's dropped targets, like a target dropped by a `hashmod` relabel rule in
+//! Prometheus. The label set is not byte-for-byte vmagent's (scrapewheel fills `instance`
+//! before sharding and writes durations as Prometheus does), so do not mix vmagent and
+//! scrapewheel members in one ring.
 
-use crate::config::ScrapeConfig;
+use crate::config::{ClusterConfig, ScrapeConfig};
 use crate::discovery::TargetGroup;
-use crate::labels::LabelSet;
-use crate::metrics::{Counter, Gauge, Registry};
+use crate::labels::{LabelSet, ADDRESS};
+use crate::metrics::{Counter, Gauge, RecentSummary, Registry};
 use crate::scrape::{self, Auth, SecretSource};
 use crate::target::{self, JobContext, Populated, Target, TargetError};
 use std::collections::HashMap;
@@ -27,8 +45,47 @@ struct PoolMetrics {
     targets: Arc<Gauge>,
     sync_failed: Arc<Counter>,
     syncs: Arc<Counter>,
-    sync_seconds: Arc<Gauge>,
+    sync_length: Arc<RecentSummary>,
     exceeded_target_limit: Arc<Counter>,
+}
+
+/// Whether `cluster` gives the target with these (relabeled) labels to this member.
+pub fn owns(labels: &LabelSet, cluster: &ClusterConfig) -> bool {
+    let members = cluster.members_count;
+    if members <= 1 {
+        return true;
+    }
+    let first = shard_of(labels, members);
+    // Members first, first+1, …, first+r-1 (mod members) scrape it.
+    let distance = (cluster.member_num + members - first) % members;
+    distance < cluster.replication_factor.max(1)
+}
+
+/// The first member (of `members`) that scrapes a target: XXH64 of `name=value,` over the
+/// labels, modulo `members`.
+pub fn shard_of(labels: &LabelSet, members: u32) -> u32 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for l in labels {
+        h.update(l.name.as_bytes());
+        h.update(b"=");
+        h.update(l.value.as_bytes());
+        h.update(b",");
+    }
+    (h.digest() % u64::from(members.max(1))) as u32
+}
+
+/// Discovered labels safe to keep for the API and logs: any `user:password@` in
+/// `__address__` is removed (such a target is refused, but its labels are shown).
+fn without_credentials(discovered: LabelSet) -> LabelSet {
+    match discovered.get(ADDRESS) {
+        Some(a) if a.contains('@') => {
+            let host = crate::log::redact_address(a).into_owned();
+            let mut l = discovered;
+            l.set(ADDRESS, host);
+            l
+        }
+        _ => discovered,
+    }
 }
 
 /// One job's targets.
@@ -85,6 +142,16 @@ impl ScrapePool {
     pub fn new(cfg: Arc<ScrapeConfig>, reg: &Registry) -> Self {
         let job = cfg.job_name.as_str();
         let l: &[(&str, &str)] = &[("scrape_job", job)];
+        // prometheus_target_scrape_pools_total is counted by the coordinator, which
+        // creates pools.
+        let sync_length = Arc::new(RecentSummary::default());
+        let s2 = sync_length.clone();
+        reg.summary_fn(
+            "prometheus_target_sync_length_seconds",
+            "Actual interval to sync the scrape pool (the last 128 syncs).",
+            l,
+            move || s2.snapshot(),
+        );
         let metrics = PoolMetrics {
             targets: reg.gauge(
                 "prometheus_target_scrape_pool_targets",
@@ -101,11 +168,7 @@ impl ScrapePool {
                 "Syncs of this scrape pool.",
                 l,
             ),
-            sync_seconds: reg.gauge(
-                "scrapewheel_target_sync_last_seconds",
-                "Duration of the last sync of this scrape pool.",
-                l,
-            ),
+            sync_length,
             exceeded_target_limit: reg.counter(
                 "prometheus_target_scrape_pool_exceeded_target_limit_total",
                 "Syncs that found more targets than target_limit.",
@@ -146,6 +209,15 @@ impl ScrapePool {
         for group in groups {
             for t in &group.targets {
                 match target::populate(t, &group.labels, &cfg) {
+                    Ok(Populated::Active { labels, discovered })
+                        if !owns(&labels, &cfg.cluster) =>
+                    {
+                        // Another member's shard: dropped before it costs anything.
+                        self.dropped_count += 1;
+                        if keep_dropped == 0 || self.dropped.len() < keep_dropped {
+                            self.dropped.push(without_credentials(discovered));
+                        }
+                    }
                     Ok(Populated::Active { labels, discovered }) => {
                         let url = target::scrape_url(&labels, &cfg);
                         let hash = target::target_hash(&labels, &url);
@@ -155,7 +227,11 @@ impl ScrapePool {
                         let t = match self.targets.get(&hash) {
                             Some(existing) => existing.clone(),
                             None => {
-                                let t = Arc::new(Target::new(self.job.clone(), labels, discovered));
+                                let t = Arc::new(Target::new(
+                                    self.job.clone(),
+                                    labels,
+                                    without_credentials(discovered),
+                                ));
                                 out.added.push(t.clone());
                                 t
                             }
@@ -165,12 +241,12 @@ impl ScrapePool {
                     Ok(Populated::Dropped { discovered }) => {
                         self.dropped_count += 1;
                         if keep_dropped == 0 || self.dropped.len() < keep_dropped {
-                            self.dropped.push(discovered);
+                            self.dropped.push(without_credentials(discovered));
                         }
                     }
                     Err(e) => {
                         self.metrics.sync_failed.inc();
-                        out.errors.push((t.clone(), e));
+                        out.errors.push((without_credentials(t.clone()), e));
                     }
                 }
             }
@@ -197,8 +273,8 @@ impl ScrapePool {
         self.metrics.targets.set(self.targets.len() as f64);
         self.metrics.syncs.inc();
         self.metrics
-            .sync_seconds
-            .set(started.elapsed().as_secs_f64());
+            .sync_length
+            .observe(started.elapsed().as_secs_f64());
         out
     }
 
@@ -271,6 +347,117 @@ mod tests {
         }
         p.sync(&[group(&["a:1"])]);
         assert!(p.targets().all(|t| t.forced_error.lock().is_none()));
+    }
+
+    fn cluster(members_count: u32, member_num: u32, replication_factor: u32) -> String {
+        format!("[cluster]\nmembers_count = {members_count}\nmember_num = {member_num}\nreplication_factor = {replication_factor}\n")
+    }
+
+    fn sharded_job(members: u32, member: u32, rf: u32) -> Arc<ScrapeConfig> {
+        let text = format!(
+            "{}[[scrape_configs]]\njob_name = \"j\"\n",
+            cluster(members, member, rf)
+        );
+        let cfg = crate::config::Config::from_str(&text, std::path::Path::new("t.toml"))
+            .expect("valid test config");
+        cfg.scrape_configs[0].clone()
+    }
+
+    fn addrs(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("10.0.{}.{}:9100", i / 250, i % 250))
+            .collect()
+    }
+
+    fn owned(members: u32, member: u32, rf: u32, all: &[String]) -> Vec<String> {
+        let reg = Registry::default();
+        let mut p = ScrapePool::new(sharded_job(members, member, rf), &reg);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        p.sync(&[group(&refs)]);
+        let (_, dropped) = p.dropped();
+        let mut mine: Vec<String> = p
+            .targets()
+            .map(|t| t.labels.get_or_empty(ADDRESS).to_string())
+            .collect();
+        assert_eq!(
+            mine.len() + dropped,
+            all.len(),
+            "every target is kept or dropped"
+        );
+        mine.sort();
+        mine
+    }
+
+    #[test]
+    fn shards_partition_the_targets_with_no_gap_and_no_overlap() {
+        let all = addrs(1000);
+        for members in [2u32, 3, 5] {
+            let mut seen: Vec<String> = Vec::new();
+            for m in 0..members {
+                let mine = owned(members, m, 1, &all);
+                // A fair hash: each member gets its share within a wide margin.
+                let share = all.len() as f64 / f64::from(members);
+                assert!(
+                    (mine.len() as f64 - share).abs() < share * 0.25,
+                    "member {m}/{members} has {} targets",
+                    mine.len()
+                );
+                seen.extend(mine);
+            }
+            seen.sort();
+            let mut want = all.clone();
+            want.sort();
+            assert_eq!(
+                seen, want,
+                "{members} members cover every target exactly once"
+            );
+        }
+    }
+
+    #[test]
+    fn replication_gives_each_target_to_r_members() {
+        let all = addrs(300);
+        let per_member: Vec<Vec<String>> = (0..3).map(|m| owned(3, m, 2, &all)).collect();
+        for a in &all {
+            let n = per_member
+                .iter()
+                .filter(|mine| mine.binary_search(a).is_ok())
+                .count();
+            assert_eq!(n, 2, "{a} is scraped by {n} members");
+        }
+        for m in 0..2 {
+            assert_eq!(owned(2, m, 2, &all).len(), all.len());
+        }
+    }
+
+    #[test]
+    fn the_shard_is_a_pure_function_of_the_labels() {
+        // Pinned values: a change here reshuffles every running fleet on upgrade.
+        let l = LabelSet::from_pairs([(ADDRESS, "10.0.0.1:9100"), ("job", "node")]);
+        let again = LabelSet::from_pairs([("job", "node"), (ADDRESS, "10.0.0.1:9100")]);
+        assert_eq!(shard_of(&l, 7), shard_of(&again, 7));
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        h.update(b"__address__=10.0.0.1:9100,job=node,");
+        assert_eq!(u64::from(shard_of(&l, 1000)), h.digest() % 1000);
+        let c = |n, m| ClusterConfig {
+            members_count: n,
+            member_num: m,
+            replication_factor: 1,
+        };
+        assert!(owns(&l, &c(0, 0)) && owns(&l, &c(1, 0)));
+    }
+
+    #[test]
+    fn credentials_in_an_address_are_refused_and_not_repeated() {
+        let reg = Registry::default();
+        let mut p = ScrapePool::new(crate::target::tests::job(""), &reg);
+        let out = p.sync(&[group(&["admin:hunter2@h:1", "h:2"])]);
+        assert_eq!(p.targets().count(), 1);
+        assert_eq!(out.errors.len(), 1);
+        let (labels, err) = &out.errors[0];
+        let shown = format!("{labels} {err}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("h:1"), "{shown}");
     }
 
     #[test]

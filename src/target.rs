@@ -27,6 +27,10 @@ pub enum TargetError {
     NoAddress,
     #[error("{address} is not a valid hostname")]
     InvalidAddress { address: String },
+    /// `user:password@host:port`: the address would carry a secret into the `instance`
+    /// label, the API and every error; credentials belong in basic_auth/authorization.
+    #[error("address {host:?} holds credentials (user:password@); set basic_auth or authorization in the job instead")]
+    CredentialsInAddress { host: String },
     #[error("error parsing scrape interval {value:?}: {reason}")]
     BadInterval { value: String, reason: String },
     #[error("error parsing scrape timeout {value:?}: {reason}")]
@@ -91,6 +95,12 @@ pub fn populate(
     let address = lb.get_or_empty(ADDRESS);
     if address.is_empty() {
         return Err(TargetError::NoAddress);
+    }
+    // Before the '/' check, whose error would print the whole address.
+    if let Some((_, host)) = address.rsplit_once('@') {
+        return Err(TargetError::CredentialsInAddress {
+            host: host.to_string(),
+        });
     }
     if address.contains('/') {
         return Err(TargetError::InvalidAddress {

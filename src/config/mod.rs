@@ -116,12 +116,15 @@ pub struct ScrapeConfig {
     pub dns_sd_configs: Vec<DnsSdConfig>,
     pub relabel_configs: Vec<Rule>,
     pub metric_relabel_configs: Vec<Rule>,
+    /// The `[cluster]` section: which share of the job's targets this agent keeps.
+    pub cluster: ClusterConfig,
     /// Identity of the job's scrape settings, used on reload to keep unchanged jobs
     /// running: equal iff the raw job table without its target sources
-    /// (`static_configs` and `*_sd_configs`), the `[global]` values it inherits and the
-    /// config file's directory (which relative paths depend on) are equal. Target
-    /// sources are left out because they only change the job's target groups, which a
-    /// pool sync diffs target by target: adding a static target restarts nothing.
+    /// (`static_configs` and `*_sd_configs`), the `[global]` values it inherits, the
+    /// `[cluster]` layout and the config file's directory (which relative paths depend
+    /// on) are equal. Target sources are left out because they only change the job's
+    /// target groups, which a pool sync diffs target by target: adding a static target
+    /// restarts nothing.
     pub fingerprint: u64,
 }
 
@@ -661,6 +664,7 @@ impl fmt::Debug for ScrapeConfig {
                 "metric_relabel_configs",
                 &RuleCount(self.metric_relabel_configs.len()),
             )
+            .field("cluster", &self.cluster)
             .field("fingerprint", &self.fingerprint)
             .finish()
     }

@@ -118,6 +118,8 @@ pub(super) fn resolve(
     };
     let global = resolver.global(&raw.global, env)?;
 
+    // Resolved before the jobs because each job carries its shard of the cluster.
+    let cluster = cluster(&raw.cluster)?;
     let mut job_names: HashMap<&str, usize> = HashMap::new();
     let mut scrape_configs = Vec::with_capacity(raw.scrape_configs.len());
     for (index, job) in raw.scrape_configs.iter().enumerate() {
@@ -139,7 +141,9 @@ pub(super) fn resolve(
             }
             job_names.insert(name.get_ref(), name.span().start);
         }
-        scrape_configs.push(Arc::new(resolver.scrape_config(index, job, &global)?));
+        scrape_configs.push(Arc::new(
+            resolver.scrape_config(index, job, &global, &cluster)?,
+        ));
     }
 
     let mut rw_names: HashMap<String, usize> = HashMap::new();
@@ -173,7 +177,7 @@ pub(super) fn resolve(
         engine: engine(&raw.engine)?,
         storage: storage(&raw.storage)?,
         web: web(&raw.web)?,
-        cluster: cluster(&raw.cluster)?,
+        cluster,
     })
 }
 
@@ -251,6 +255,7 @@ impl Resolver<'_> {
         index: usize,
         job: &Spanned<RawScrapeConfig>,
         global: &GlobalConfig,
+        cluster: &ClusterConfig,
     ) -> Result<ScrapeConfig> {
         let raw = job.get_ref();
         let path = format!("scrape_configs[{index}]");
@@ -403,6 +408,12 @@ impl Resolver<'_> {
             global.keep_dropped_targets,
             &global.scrape_protocols,
             self.base_dir,
+            // A new shard layout must re-sync every job: its targets move between members.
+            (
+                cluster.members_count,
+                cluster.member_num,
+                cluster.replication_factor,
+            ),
         )
             .hash(&mut hasher);
 
@@ -446,6 +457,7 @@ impl Resolver<'_> {
             dns_sd_configs,
             relabel_configs,
             metric_relabel_configs,
+            cluster: cluster.clone(),
             fingerprint: hasher.finish(),
         })
     }

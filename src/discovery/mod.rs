@@ -43,7 +43,7 @@ pub mod http;
 
 use crate::config::{Config, DnsSdConfig, FileSdConfig, HttpSdConfig, StaticConfig};
 use crate::labels::{LabelSet, ADDRESS};
-use crate::metrics::{Counter, Gauge, Registry, Summary};
+use crate::metrics::{Counter, Gauge, RecentSummary, Registry};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -152,7 +152,7 @@ pub struct SdMetrics {
     /// Providers that could not be started.
     pub failed_configs: Arc<Gauge>,
     pub file_read_errors: Arc<Counter>,
-    pub file_scan_duration: Arc<Summary>,
+    pub file_scan_duration: Arc<RecentSummary>,
     pub http_failures: Arc<Counter>,
     pub dns_lookups: Arc<Counter>,
     pub dns_lookup_failures: Arc<Counter>,
@@ -235,7 +235,7 @@ impl SdMetrics {
         )
     }
 
-    fn refresh_duration(&self, mechanism: &str) -> Arc<Summary> {
+    fn refresh_duration(&self, mechanism: &str) -> Arc<RecentSummary> {
         self.registry.summary(
             "prometheus_sd_refresh_duration_seconds",
             "The duration of a refresh for the given SD mechanism.",
@@ -525,7 +525,7 @@ struct ProviderContext {
     job: String,
     metrics: Arc<SdMetrics>,
     refresh_failures: Arc<Counter>,
-    refresh_duration: Arc<Summary>,
+    refresh_duration: Arc<RecentSummary>,
 }
 
 /// The target-group document of file_sd and http_sd: a list of

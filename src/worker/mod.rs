@@ -17,13 +17,14 @@ pub mod state;
 
 use crate::append::AppendBuffer;
 use crate::hash::{HashKeyed, HashSetKeyed};
-use crate::metrics::{Counter, Registry};
+use crate::metrics::{Counter, Gauge, IntervalSummary, Registry};
 use crate::parse::Format;
 use crate::scrape::{HttpClient, ScrapeRequest};
 use crate::target::Target;
 use crate::wheel::DueKind;
 use crate::wire;
 use crossbeam_channel::Receiver;
+use parking_lot::Mutex;
 use pipeline::{ScrapeFailure, Series, WalkConfig, WalkStats, Walker};
 use state::{diff_sorted, ScrapeState, StoredBody};
 use std::sync::atomic::Ordering;
@@ -54,11 +55,52 @@ pub struct WorkerMetrics {
     pub exceeded_body_size_limit: Arc<Counter>,
     pub exceeded_label_limits: Arc<Counter>,
     pub duplicate_samples: Arc<Counter>,
+    /// Workers in a scrape (or an end-of-run) right now.
+    pub busy: Arc<Gauge>,
+    pub workers: Arc<Gauge>,
+    pub interval_length: IntervalLengths,
+}
+
+/// `prometheus_target_interval_length_seconds`, one summary per configured interval,
+/// registered when a worker first scrapes a target with that interval.
+pub struct IntervalLengths {
+    registry: Arc<Registry>,
+    known: Mutex<Vec<(Duration, Arc<IntervalSummary>)>>,
+}
+
+impl IntervalLengths {
+    /// The summary for `interval`; takes a lock, so workers cache the result.
+    pub fn get(&self, interval: Duration) -> Arc<IntervalSummary> {
+        let mut known = self.known.lock();
+        if let Some((_, s)) = known.iter().find(|(i, _)| *i == interval) {
+            return s.clone();
+        }
+        let s = Arc::new(IntervalSummary::new(interval));
+        let s2 = s.clone();
+        self.registry.summary_fn(
+            "prometheus_target_interval_length_seconds",
+            "Actual intervals between scrapes.",
+            &[("interval", &crate::metrics::go_duration(interval))],
+            move || s2.snapshot(crate::time::unix_ns()),
+        );
+        known.push((interval, s.clone()));
+        s
+    }
 }
 
 impl WorkerMetrics {
-    pub fn new(reg: &Registry) -> Self {
+    pub fn new(reg: &Arc<Registry>) -> Self {
         Self {
+            busy: reg.gauge(
+                "scrapewheel_workers_busy",
+                "Workers busy with a scrape right now.",
+                &[],
+            ),
+            workers: reg.gauge("scrapewheel_workers", "Scrape worker threads.", &[]),
+            interval_length: IntervalLengths {
+                registry: reg.clone(),
+                known: Mutex::new(Vec::new()),
+            },
             scrapes: reg.counter("scrapewheel_scrapes_total", "Scrapes performed.", &[]),
             failures: reg.counter(
                 "scrapewheel_scrape_failures_total",
@@ -85,11 +127,18 @@ impl WorkerMetrics {
                 "Decompressed body bytes read from targets.",
                 &[],
             ),
-            busy_ns: reg.counter(
-                "scrapewheel_worker_busy_nanoseconds_total",
-                "Time workers spent on scrapes.",
-                &[],
-            ),
+            busy_ns: {
+                // Counted in ns (an integer add per scrape), shown in the base unit.
+                let c = Arc::new(Counter::default());
+                let c2 = c.clone();
+                reg.counter_fn(
+                    "scrapewheel_worker_busy_seconds_total",
+                    "Time workers spent on scrapes.",
+                    &[],
+                    move || c2.get() as f64 / 1e9,
+                );
+                c
+            },
             panics: reg.counter(
                 "scrapewheel_worker_panics_total",
                 "Scrapes aborted by a panic (a bug: please report it).",
@@ -137,6 +186,7 @@ pub struct WorkerPool {
 impl WorkerPool {
     pub fn start(n: usize, rx: Receiver<Job>, ctx: Arc<WorkerContext>) -> std::io::Result<Self> {
         let mut handles = Vec::with_capacity(n);
+        ctx.metrics.workers.set(n as f64);
         for i in 0..n {
             let rx = rx.clone();
             let ctx = ctx.clone();
@@ -166,6 +216,7 @@ fn run(rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
         }
         let started = Instant::now();
         let target = job.target.clone();
+        ctx.metrics.busy.add(1.0);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job.kind {
             DueKind::Scrape => scrape_target(&ctx, &mut scratch, &job),
             DueKind::Final => end_of_run(&ctx, &mut scratch, &job),
@@ -182,6 +233,7 @@ fn run(rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
         if job.kind == DueKind::Scrape {
             target.in_flight.store(false, Ordering::Release);
         }
+        ctx.metrics.busy.add(-1.0);
         ctx.metrics.busy_ns.add(started.elapsed().as_nanos() as u64);
     }
 }
@@ -197,6 +249,8 @@ pub struct Scratch {
     seen: HashSetKeyed,
     cur: Vec<u64>,
     vanished: Vec<u64>,
+    /// This worker's handles on the interval-length summaries (a few intervals at most).
+    intervals: Vec<(Duration, Arc<IntervalSummary>)>,
 }
 
 impl Scratch {
@@ -262,7 +316,12 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     let cfg = &target.job.config;
     let start = Instant::now();
     let start_ms = crate::time::unix_ms();
-    let ts = scrape_timestamp_ms(job.due_ns, crate::time::unix_ns(), target.interval);
+    let now_ns = crate::time::unix_ns();
+    let ts = scrape_timestamp_ms(job.due_ns, now_ns, target.interval);
+    let last_ns = std::mem::replace(&mut target.state.lock().last_start_ns, now_ns);
+    if last_ns > 0 && now_ns > last_ns {
+        interval_summary(ctx, s, target.interval).observe(now_ns - last_ns, now_ns);
+    }
     let forced = target.forced_error.lock().clone();
     let fetched: Result<Option<Format>, ScrapeFailure> = match forced {
         Some(err) => Err(ScrapeFailure::Forced(err)),
@@ -302,6 +361,15 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
         Ok(()) => {}
         Err(e) => {
             m.failures.inc();
+            // As Prometheus: a failed scrape is routine (it shows as up=0 and in the
+            // API), so it is logged at debug only. The error names the URL without
+            // credentials.
+            crate::debug!(
+                "scrape failed",
+                job = target.job_name(),
+                target = target.display_url(),
+                err = e
+            );
             match e {
                 ScrapeFailure::SampleLimit { .. } => m.exceeded_sample_limit.inc(),
                 ScrapeFailure::Http(h) if h.is_body_size_limit() => {
@@ -328,6 +396,22 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     if s.body.capacity() > 4 * s.body.len().max(1 << 20) {
         s.body = Vec::new();
     }
+}
+
+fn interval_summary<'s>(
+    ctx: &WorkerContext,
+    s: &'s mut Scratch,
+    interval: Duration,
+) -> &'s IntervalSummary {
+    let i = match s.intervals.iter().position(|(i, _)| *i == interval) {
+        Some(i) => i,
+        None => {
+            s.intervals
+                .push((interval, ctx.metrics.interval_length.get(interval)));
+            s.intervals.len() - 1
+        }
+    };
+    &s.intervals[i].1
 }
 
 /// Picks the parser from the response's Content-Type, or the job's fallback.

@@ -54,6 +54,9 @@ pub struct ScrapeState {
     pub relabel_cache: HashKeyed<Cached>,
     /// Size of the last body, to presize the next read.
     pub body_hint: usize,
+    /// Unix ns at which the last scrape started (0: never), for the interval-length
+    /// summary.
+    pub last_start_ns: u64,
 }
 
 impl ScrapeState {
@@ -73,6 +76,7 @@ impl ScrapeState {
             report_labels,
             relabel_cache: HashKeyed::default(),
             body_hint: 0,
+            last_start_ns: 0,
         }
     }
 

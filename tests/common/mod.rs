@@ -163,8 +163,14 @@ impl Agent {
     }
 
     pub fn start_with(dir: &Path, config: PathBuf) -> Agent {
+        Self::start_with_args(dir, config, &[])
+    }
+
+    /// Like [`Agent::start_with`], with extra global flags (e.g. `--log-level debug`).
+    pub fn start_with_args(dir: &Path, config: PathBuf, extra: &[&str]) -> Agent {
         let listen = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(bin())
+            .args(extra)
             .args(["run", "--config"])
             .arg(&config)
             .args(["--listen", &listen, "--data"])
