@@ -131,9 +131,24 @@ pub fn job_context(cfg: Arc<ScrapeConfig>) -> JobContext {
             },
         })
     };
+    let (client, transport_error) =
+        match scrape::Transport::new(cfg.tls_config.as_ref(), cfg.proxy_url.as_deref()) {
+            Ok(t) if t.is_default() => (None, None),
+            Ok(t) => (Some(scrape::HttpClient::with_transport(t)), None),
+            Err(e) => {
+                crate::error!(
+                    "scrape client options cannot be used; the job's scrapes fail until fixed",
+                    job = cfg.job_name,
+                    err = e
+                );
+                (None, Some(e.to_string()))
+            }
+        };
     JobContext {
         accept: scrape::accept_header(&protocols),
         auth,
+        client,
+        transport_error,
         config: cfg,
     }
 }

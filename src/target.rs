@@ -217,6 +217,11 @@ pub struct JobContext {
     /// The Accept header built from scrape_protocols.
     pub accept: String,
     pub auth: Option<Auth>,
+    /// The job's own client when its tls_config or proxy_url need one; `None` uses the
+    /// workers' shared client.
+    pub client: Option<crate::scrape::HttpClient>,
+    /// Why the job's tls_config or proxy_url could not be used: its scrapes fail with it.
+    pub transport_error: Option<String>,
 }
 
 /// What the API shows about a target's last scrape.
@@ -395,6 +400,8 @@ pub(crate) mod tests {
                 config: cfg,
                 accept: String::new(),
                 auth: None,
+                client: None,
+                transport_error: None,
             }),
             labels,
             discovered,

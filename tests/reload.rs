@@ -157,19 +157,13 @@ fn unchanged_job_keeps_its_phase_with_no_gap_and_no_extra_scrape() {
         up.windows(2).all(|w| (900..=1100).contains(&(w[1] - w[0]))),
         "no gap and no duplicate in the spool: {up:?}"
     );
-    // A scrape that starts within 2ms of its slot is stamped with the slot time; on a
-    // busy machine one may start later and carry its real start time instead. So: most
-    // timestamps sit exactly on the phase, and none is early or far off it.
-    let mut offsets: Vec<i64> = up.iter().map(|t| t.rem_euclid(1000)).collect();
-    offsets.sort_unstable();
-    let phase = offsets[offsets.len() / 2];
-    let on_phase = up.iter().filter(|t| t.rem_euclid(1000) == phase).count();
+    // A scrape that starts within 10ms (interval/100) of its slot is stamped with the
+    // slot time; on a busy machine a scrape may start later and carry its real start
+    // time instead. So: every timestamp sits at or shortly after one phase.
+    // (The phase may sit just before a whole second, so try each offset as the start.)
     assert!(
-        on_phase * 2 > up.len(),
-        "timestamps keep their phase: {up:?}"
-    );
-    assert!(
-        up.iter().all(|t| (t - phase).rem_euclid(1000) < 100),
+        up.iter()
+            .any(|p| up.iter().all(|t| (t - p).rem_euclid(1000) < 100)),
         "timestamps keep their phase: {up:?}"
     );
 

@@ -22,13 +22,10 @@
 //! [`MAX_BODY`] (Prometheus reads without a limit).
 
 use super::{decode_groups, DecodeError, Format, Provider, ProviderContext, TargetGroup};
-use crate::config::{HttpSdConfig, TlsConfig};
-use crate::scrape::{Auth, ScrapeError, SecretSource, USER_AGENT};
-use std::io;
-use std::path::{Path, PathBuf};
+use crate::config::HttpSdConfig;
+use crate::scrape::{Auth, ScrapeError, SecretSource, Transport, USER_AGENT};
 use std::time::{Duration, Instant};
-use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts};
-use ureq::{Agent, Proxy};
+use ureq::Agent;
 
 /// The meta label naming the URL a group came from.
 pub const URL_LABEL: &str = "__meta_url";
@@ -42,13 +39,6 @@ pub enum HttpSdError {
     /// The client could not be built from the config (TLS files, proxy).
     #[error("{url}: {reason}")]
     Client { url: String, reason: String },
-    /// A TLS file could not be read.
-    #[error("{url}: reading {}: {source}", .path.display())]
-    TlsFile {
-        url: String,
-        path: PathBuf,
-        source: io::Error,
-    },
     /// The credentials could not be read or are not a valid header value.
     #[error(transparent)]
     Credentials(ScrapeError),
@@ -167,7 +157,7 @@ impl Provider for HttpProvider {
         let view = match self.refresh() {
             Ok(groups) => Some(groups),
             Err(e) => {
-                if matches!(e, HttpSdError::Client { .. } | HttpSdError::TlsFile { .. }) {
+                if matches!(e, HttpSdError::Client { .. }) {
                     self.agent = None;
                 }
                 self.ctx.metrics.http_failures.inc();
@@ -243,97 +233,15 @@ fn build_agent(c: &HttpSdConfig, url: &str) -> Result<Agent, HttpSdError> {
         .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
         .user_agent(USER_AGENT)
         .proxy(None);
-    if let Some(p) = &c.proxy_url {
-        let proxy = Proxy::new(p).map_err(|e| client_err(format!("proxy_url: {e}")))?;
-        if !matches!(
-            proxy.protocol(),
-            ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https
-        ) {
-            return Err(client_err(
-                "proxy_url: only http and https proxies are supported for http_sd_configs".into(),
-            ));
-        }
-        builder = builder.proxy(Some(proxy));
+    let t = Transport::new(c.tls_config.as_ref(), c.proxy_url.as_deref())
+        .map_err(|e| client_err(e.to_string()))?;
+    if let Some(p) = t.proxy {
+        builder = builder.proxy(Some(p));
     }
-    if let Some(t) = &c.tls_config {
-        builder = builder.tls_config(tls(t, url)?);
+    if let Some(tls) = t.tls {
+        builder = builder.tls_config(tls);
     }
     Ok(builder.build().new_agent())
-}
-
-fn read_pem(path: &Path, url: &str) -> Result<Vec<PemItem<'static>>, HttpSdError> {
-    let bytes = std::fs::read(path).map_err(|source| HttpSdError::TlsFile {
-        url: url.to_string(),
-        path: path.to_owned(),
-        source,
-    })?;
-    ureq::tls::parse_pem(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| HttpSdError::Client {
-            url: url.to_string(),
-            reason: format!("{}: {e}", path.display()),
-        })
-}
-
-fn tls(t: &TlsConfig, url: &str) -> Result<ureq::tls::TlsConfig, HttpSdError> {
-    let client_err = |reason: String| HttpSdError::Client {
-        url: url.to_string(),
-        reason,
-    };
-    if t.server_name.is_some() {
-        return Err(client_err(
-            "tls_config.server_name is not supported for http_sd_configs".into(),
-        ));
-    }
-    let mut b = ureq::tls::TlsConfig::builder().disable_verification(t.insecure_skip_verify);
-    if let Some(ca) = &t.ca_file {
-        let certs: Vec<Certificate<'static>> = read_pem(ca, url)?
-            .into_iter()
-            .filter_map(|i| match i {
-                PemItem::Certificate(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            return Err(client_err(format!(
-                "{}: no certificate found",
-                ca.display()
-            )));
-        }
-        b = b.root_certs(RootCerts::new_with_certs(&certs));
-    }
-    if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
-        let chain: Vec<Certificate<'static>> = read_pem(cert, url)?
-            .into_iter()
-            .filter_map(|i| match i {
-                PemItem::Certificate(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        let key: Option<PrivateKey<'static>> =
-            read_pem(key, url)?.into_iter().find_map(|i| match i {
-                PemItem::PrivateKey(k) => Some(k),
-                _ => None,
-            });
-        match (chain.is_empty(), key) {
-            (false, Some(key)) => {
-                b = b.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
-            }
-            _ => {
-                return Err(client_err(format!(
-                    "{} / {}: expected a certificate and a private key",
-                    cert.display(),
-                    key_path_display(&t.key_file)
-                )))
-            }
-        }
-    }
-    Ok(b.build())
-}
-
-fn key_path_display(p: &Option<PathBuf>) -> String {
-    p.as_deref()
-        .map_or_else(String::new, |p| p.display().to_string())
 }
 
 /// A failed exchange, described without the URL (ureq's own messages about URIs may
@@ -367,7 +275,7 @@ mod tests {
         let text = format!(
             "[[scrape_configs]]\njob_name = \"j\"\n[[scrape_configs.http_sd_configs]]\n{extra}\n"
         );
-        let c = Config::from_str(&text, Path::new("/nonexistent/c.toml")).expect("config");
+        let c = Config::from_str(&text, std::path::Path::new("/nonexistent/c.toml")).expect("config");
         let reg = crate::metrics::Registry::new();
         let metrics = super::super::SdMetrics::new(&reg);
         HttpProvider::new(

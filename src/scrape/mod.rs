@@ -460,8 +460,18 @@ impl fmt::Debug for HttpClient {
 
 impl HttpClient {
     pub fn new() -> HttpClient {
-        let shards = AGENT_SHARDS;
-        let config = Agent::config_builder()
+        Self::build(AGENT_SHARDS, Transport::default())
+    }
+
+    /// A client for one job whose `tls_config` or `proxy_url` differ from the defaults:
+    /// such a job needs connection pools of its own. It has few targets in practice, so
+    /// a few agents suffice.
+    pub fn with_transport(t: Transport) -> HttpClient {
+        Self::build(4, t)
+    }
+
+    fn build(shards: usize, t: Transport) -> HttpClient {
+        let mut config = Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(None)
             .proxy(None)
@@ -476,8 +486,14 @@ impl HttpClient {
             .max_response_header_size(MAX_RESPONSE_HEADER_SIZE)
             .max_idle_connections(MAX_IDLE_CONNECTIONS.div_ceil(shards))
             .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS_PER_HOST)
-            .max_idle_age(MAX_IDLE_AGE)
-            .build();
+            .max_idle_age(MAX_IDLE_AGE);
+        if let Some(tls) = t.tls {
+            config = config.tls_config(tls);
+        }
+        if let Some(p) = t.proxy {
+            config = config.proxy(Some(p));
+        }
+        let config = config.build();
         let agents = (0..shards).map(|_| config.new_agent()).collect();
         HttpClient { agents }
     }
@@ -764,6 +780,9 @@ fn body_error(e: io::Error, req: &ScrapeRequest) -> ScrapeError {
         },
     }
 }
+
+mod transport;
+pub use transport::{Transport, TransportError};
 
 #[cfg(test)]
 mod tests;

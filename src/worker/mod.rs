@@ -322,7 +322,11 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     if last_ns > 0 && now_ns > last_ns {
         interval_summary(ctx, s, target.interval).observe(now_ns - last_ns, now_ns);
     }
-    let forced = target.forced_error.lock().clone();
+    let forced = target
+        .forced_error
+        .lock()
+        .clone()
+        .or_else(|| target.job.transport_error.clone());
     let fetched: Result<Option<Format>, ScrapeFailure> = match forced {
         Some(err) => Err(ScrapeFailure::Forced(err)),
         None => {
@@ -335,7 +339,11 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
                 body_size_limit: cfg.body_size_limit,
                 auth: target.job.auth.clone(),
             };
-            ctx.client
+            target
+                .job
+                .client
+                .as_ref()
+                .unwrap_or(&ctx.client)
                 .fetch(&req, &mut s.body)
                 .map_err(ScrapeFailure::from)
                 .and_then(|f| {
