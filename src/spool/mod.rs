@@ -117,7 +117,7 @@ use format::{
     list_segments, scan_segment, seal_frame, segment_file_name, segment_header, HeaderState,
     HEAD_LEN, MAX_PAYLOAD, SEGMENT_HEADER_LEN,
 };
-pub use reader::{GapReason, ReadEvent, SpoolReader};
+pub use reader::{Backlog, GapReason, ReadEvent, SpoolReader};
 
 /// Spool sizing and retention. A zero retention value disables that limit.
 #[derive(Debug, Clone)]
