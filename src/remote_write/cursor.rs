@@ -7,10 +7,21 @@
 //! A missing file means "never sent anything": the shipper starts at the oldest data. A
 //! file that does not parse is reported and treated the same way, which can only resend
 //! (at-least-once), never skip.
+//!
+//! A store costs two fsyncs (a few milliseconds), which would cap a receiver at a few
+//! hundred blocks a second if the dispatcher waited for it. So each receiver has a
+//! [`CursorWriter`] thread ("sw-rw-<i>-cursor") that persists every acknowledged position
+//! as it arrives, skipping to the newest when acknowledgements come faster than fsyncs:
+//! the file is never more than one store behind, and on stop the last position is
+//! written before the thread is joined.
 
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender, TrySendError};
 
 use crate::spool::Position;
 
@@ -125,6 +136,73 @@ impl CursorFile {
     }
 }
 
+/// The thread that persists a receiver's acknowledged positions; see the module docs.
+pub struct CursorWriter {
+    tx: Option<Sender<Position>>,
+    /// A position the channel had no room for; sent on the next call.
+    unsent: Option<Position>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CursorWriter {
+    /// Starts the writer thread for `file`; `name` is the receiver's, for log lines.
+    pub fn start(mut file: CursorFile, name: String, thread: String) -> io::Result<Self> {
+        let (tx, rx) = bounded::<Position>(1);
+        let thread = std::thread::Builder::new().name(thread).spawn(move || {
+            let mut logged = HashSet::new();
+            while let Ok(mut pos) = rx.recv() {
+                // Only the newest position matters.
+                while let Ok(newer) = rx.try_recv() {
+                    pos = newer;
+                }
+                if let Err(e) = file.store(pos) {
+                    let msg = e.to_string();
+                    if logged.len() < 64 && logged.insert(msg.clone()) {
+                        crate::error!(
+                            "remote write cannot persist its cursor; a restart resends from the last persisted position",
+                            remote_name = name,
+                            err = msg
+                        );
+                    }
+                }
+            }
+        })?;
+        Ok(CursorWriter {
+            tx: Some(tx),
+            unsent: None,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `pos` for persisting without waiting.
+    pub fn update(&mut self, pos: Position) {
+        self.unsent = Some(pos);
+        self.flush_pending();
+    }
+
+    /// Retries a position that found the queue full.
+    pub fn flush_pending(&mut self) {
+        let (Some(tx), Some(pos)) = (&self.tx, self.unsent) else {
+            return;
+        };
+        match tx.try_send(pos) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => self.unsent = None,
+            Err(TrySendError::Full(_)) => {}
+        }
+    }
+
+    /// Persists the last position and joins the thread.
+    pub fn finish(mut self) {
+        if let (Some(tx), Some(pos)) = (&self.tx, self.unsent.take()) {
+            let _ = tx.send(pos);
+        }
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A receiver name as a file name: ASCII letters, digits, `-` and `_` are kept, every
 /// other byte becomes `%XX`, so distinct names give distinct files and none can climb
 /// out of the directory.
@@ -160,6 +238,26 @@ mod tests {
         let mut again = CursorFile::new(dir.path(), "main").expect("new");
         assert_eq!(again.load().expect("load"), Some(p));
         assert!(!dir.path().join("remote_write/main.cursor.tmp").exists());
+    }
+
+    #[test]
+    fn the_writer_persists_the_newest_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = CursorFile::new(dir.path(), "w").expect("new");
+        let mut w = CursorWriter::start(file, "w".into(), "test-cursor".into()).expect("start");
+        for offset in 16..2000 {
+            w.update(Position { segment: 1, offset });
+            w.flush_pending();
+        }
+        w.finish();
+        let mut c = CursorFile::new(dir.path(), "w").expect("new");
+        assert_eq!(
+            c.load().expect("load"),
+            Some(Position {
+                segment: 1,
+                offset: 1999
+            })
+        );
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! snappy-compressed. A series whose relabeling drops it or leaves it without labels is
 //! counted, not sent.
 //!
+//! With external labels and no relabel rules (the usual case: a `cluster` or `replica`
+//! label) nothing is decoded: each entry's label fields are located in the raw bytes and
+//! the pre-encoded external labels are spliced in between them in name order, the
+//! samples copied as they are. Entries of an unexpected shape take the decoding path.
+//!
 //! Runs on the shard threads; owns reusable buffers and no other state.
 
 use crate::labels::LabelSet;
@@ -60,6 +65,11 @@ pub struct Prepared {
 /// Reusable buffers for [`Encoder::prepare`].
 pub struct Encoder {
     rewrite: Rewrite,
+    /// The external labels as encoded `Label` fields, sorted by name.
+    external_raw: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (name, whole field) byte ranges of one entry's labels, for the splice.
+    spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    body: Vec<u8>,
     plain: Vec<u8>,
     out: Vec<u8>,
     labels: Vec<u8>,
@@ -69,8 +79,20 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(rewrite: Rewrite) -> Encoder {
+        let external_raw = rewrite
+            .external
+            .iter()
+            .map(|(n, v)| {
+                let mut raw = Vec::new();
+                wire::put_label(&mut raw, n.as_bytes(), v.as_bytes());
+                (n.as_bytes().to_vec(), raw)
+            })
+            .collect();
         Encoder {
             rewrite,
+            external_raw,
+            spans: Vec::new(),
+            body: Vec::new(),
             plain: Vec::new(),
             out: Vec::new(),
             labels: Vec::new(),
@@ -161,6 +183,11 @@ impl Encoder {
     /// Re-encodes one `timeseries` entry with the external labels and relabel rules
     /// applied, appending to `self.out`. `None`: relabeling dropped the series.
     fn rewrite_entry(&mut self, entry: &[u8]) -> Result<Option<u64>, EncodeError> {
+        if self.rewrite.rules.is_empty() {
+            if let Some(n) = self.splice_entry(entry) {
+                return Ok(Some(n));
+            }
+        }
         let mut series = None;
         wire::decode_write_request(entry, |s| series = Some(s))?;
         let Some(mut s) = series else {
@@ -191,6 +218,109 @@ impl Encoder {
         }
         Ok(Some(s.samples.len() as u64))
     }
+}
+
+impl Encoder {
+    /// The fast path: appends `entry` with the external labels spliced in, without
+    /// decoding it. `None` (nothing appended) when the entry is not a `timeseries` field
+    /// whose label fields come first, sorted by name.
+    fn splice_entry(&mut self, entry: &[u8]) -> Option<u64> {
+        let (tag, mut p) = varint(entry, 0)?;
+        if tag != 0x0a {
+            return None;
+        }
+        let (len, start) = varint(entry, p)?;
+        p = start;
+        let body = entry.get(p..p.checked_add(usize::try_from(len).ok()?)?)?;
+        self.spans.clear();
+        let mut rest = body.len();
+        let mut samples = 0;
+        let mut q = 0;
+        while q < body.len() {
+            let field_start = q;
+            let (key, at) = varint(body, q)?;
+            let (flen, at) = varint(body, at)?;
+            let end = at.checked_add(usize::try_from(flen).ok()?)?;
+            if key & 7 != 2 || end > body.len() {
+                return None;
+            }
+            match key >> 3 {
+                1 if rest == body.len() => {
+                    let name = label_name(body, at..end)?;
+                    if let Some((prev, _)) = self.spans.last() {
+                        if body[prev.clone()] >= body[name.clone()] {
+                            return None;
+                        }
+                    }
+                    self.spans.push((name, field_start..end));
+                }
+                // A label after the samples: legal protobuf, but not what the spool writes.
+                1 => return None,
+                f => {
+                    rest = rest.min(field_start);
+                    samples += u64::from(f == 2);
+                }
+            }
+            q = end;
+        }
+        self.body.clear();
+        let mut ext = self.external_raw.iter().peekable();
+        for (name, field) in &self.spans {
+            let name = &body[name.clone()];
+            while let Some((en, raw)) = ext.peek() {
+                match en.as_slice().cmp(name) {
+                    std::cmp::Ordering::Less => self.body.extend_from_slice(raw),
+                    // The series' own label wins.
+                    std::cmp::Ordering::Equal => {}
+                    std::cmp::Ordering::Greater => break,
+                }
+                ext.next();
+            }
+            self.body.extend_from_slice(&body[field.clone()]);
+        }
+        for (_, raw) in ext {
+            self.body.extend_from_slice(raw);
+        }
+        self.body.extend_from_slice(&body[rest..]);
+        self.out.push(0x0a);
+        wire::put_varint(&mut self.out, self.body.len() as u64);
+        self.out.extend_from_slice(&self.body);
+        Some(samples)
+    }
+}
+
+/// Reads a protobuf varint at `at`: (value, position after it).
+fn varint(buf: &[u8], at: usize) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let b = *buf.get(at + i)?;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some((v, at + i + 1));
+        }
+    }
+    None
+}
+
+/// The byte range of the `name` field inside the `Label` message at `range` of `buf`.
+fn label_name(buf: &[u8], range: std::ops::Range<usize>) -> Option<std::ops::Range<usize>> {
+    let mut p = range.start;
+    while p < range.end {
+        let (key, at) = varint(buf, p)?;
+        if key & 7 != 2 {
+            return None;
+        }
+        let (len, at) = varint(buf, at)?;
+        let end = at.checked_add(usize::try_from(len).ok()?)?;
+        if end > range.end {
+            return None;
+        }
+        if key >> 3 == 1 {
+            return Some(at..end);
+        }
+        p = end;
+    }
+    None
 }
 
 /// Samples in one encoded entry, for counting what relabeling dropped.
@@ -407,6 +537,71 @@ mod tests {
                 .collect();
             assert_eq!(ts, (1000..1007).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn the_splice_matches_the_decoding_path() {
+        let b = block(&[
+            (
+                &[("__name__", "a"), ("env", "series"), ("job", "j")],
+                1.0,
+                5,
+            ),
+            (&[("a", "first")], 2.0, 0),
+            (&[("zz", "after")], -3.0, -7),
+            (
+                &[("__name__", "b"), ("cluster", "own")],
+                wire::stale_nan(),
+                6,
+            ),
+        ]);
+        let rewrite = Rewrite {
+            external: pairs(&[("cluster", "c1"), ("env", "ext"), ("zzz", "last")]),
+            rules: vec![],
+            max_samples_per_send: 10,
+        };
+        let mut fast = Encoder::new(rewrite.clone());
+        let fast = fast.prepare(b.clone(), 4).expect("prepare");
+        // A rule that changes nothing forces the decoding path.
+        let noop = Rule::compile(&RelabelConfig {
+            action: Some("keep".into()),
+            source_labels: Some(vec!["__name__".into()]),
+            regex: Some(".*".into()),
+            ..RelabelConfig::default()
+        })
+        .expect("rule");
+        let mut slow = Encoder::new(Rewrite {
+            rules: vec![noop],
+            ..rewrite
+        });
+        let slow = slow.prepare(b, 4).expect("prepare");
+        assert_eq!(decode(&fast.parts), decode(&slow.parts));
+        let plain = |p: &Prepared| {
+            snap::raw::Decoder::new()
+                .decompress_vec(&p.parts[0].body)
+                .expect("snappy")
+        };
+        assert_eq!(plain(&fast), plain(&slow), "byte for byte");
+    }
+
+    #[test]
+    fn unsorted_or_odd_entries_fall_back() {
+        let mut plain = Vec::new();
+        let mut l = Vec::new();
+        wire::put_label(&mut l, b"b", b"2");
+        wire::put_label(&mut l, b"a", b"1");
+        wire::put_series(&mut plain, &l, 1.0, 5);
+        let mut e = Encoder::new(Rewrite {
+            external: pairs(&[("c", "3")]),
+            rules: vec![],
+            max_samples_per_send: 10,
+        });
+        let entry = plain.clone();
+        assert_eq!(e.splice_entry(&entry), None);
+        assert!(e.out.is_empty());
+        let b = snap::raw::Encoder::new().compress_vec(&plain).expect("c");
+        let got = decode(&e.prepare(b, 1).expect("prepare").parts);
+        assert_eq!(got[0][0].0, pairs(&[("a", "1"), ("b", "2"), ("c", "3")]));
     }
 
     #[test]

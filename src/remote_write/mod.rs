@@ -2,7 +2,7 @@
 //! (Prometheus remote-write 1.0), at least once, across outages, restarts and SIGTERM.
 //!
 //! **Owns** one dispatcher thread per receiver ("sw-rw-<i>"), its shard threads
-//! ("sw-rw-<i>-<j>"), its cursor file (`<storage.path>/remote_write/<name>.cursor`), its
+//! ("sw-rw-<i>-<j>") and cursor thread ("sw-rw-<i>-cursor"), its cursor file (`<storage.path>/remote_write/<name>.cursor`), its
 //! HTTP client and its self-metrics. **Input**: the spool, through one
 //! [`SpoolReader`](crate::spool::SpoolReader) per receiver. **Output**: POSTs of
 //! snappy-compressed `WriteRequest`s.
@@ -31,7 +31,8 @@
 //! The dispatcher keeps a window of blocks in flight in spool order and acknowledges only
 //! its done prefix: the position after the last block of that prefix goes to the spool
 //! (`SpoolReader::acknowledge`, which retention consults) and to the cursor file, written
-//! atomically (tmp, fsync, rename, directory fsync) each time it moves. On start a
+//! atomically (tmp, fsync, rename, directory fsync) each time it moves, by a cursor
+//! thread ("sw-rw-<i>-cursor") so fsyncs never hold up sending. On start a
 //! shipper resumes from its cursor file, or from the oldest spooled data when it has none
 //! (a new receiver gets everything the spool still holds). Delivery is at-least-once: a
 //! crash or kill -9 resends the blocks that were in flight or done but not yet
@@ -85,7 +86,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 pub use client::{parse_retry_after, USER_AGENT};
-pub use cursor::{cursor_dir, CursorError, CursorFile};
+pub use cursor::{cursor_dir, CursorError, CursorFile, CursorWriter};
 
 use crate::config::Config;
 use crate::metrics::Registry;
@@ -198,6 +199,11 @@ impl RemoteWrite {
                 rw.remote_timeout,
                 metrics,
             ));
+            let cursor = CursorWriter::start(cursor, name.clone(), format!("sw-rw-{index}-cursor"))
+                .map_err(|source| RemoteWriteError::Thread {
+                    name: name.clone(),
+                    source,
+                })?;
             let dispatcher = Dispatcher::new(
                 Arc::clone(&shared),
                 index,

@@ -21,7 +21,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvErro
 use parking_lot::Mutex;
 
 use super::client::{Client, Outcome};
-use super::cursor::CursorFile;
+use super::cursor::CursorWriter;
 use super::encode::{Encoder, Rewrite};
 use super::metrics::{DropReason, ReceiverMetrics};
 use crate::config::QueueConfig;
@@ -155,7 +155,7 @@ pub(super) struct Dispatcher {
     shared: Arc<Shared>,
     index: usize,
     reader: SpoolReader,
-    cursor: CursorFile,
+    cursor: CursorWriter,
     /// Shard count bounds: min_shards and min(max_shards, stripes).
     min: usize,
     cap: usize,
@@ -192,7 +192,7 @@ impl Dispatcher {
         shared: Arc<Shared>,
         index: usize,
         reader: SpoolReader,
-        cursor: CursorFile,
+        cursor: CursorWriter,
         acked: Position,
         stripes: usize,
     ) -> Dispatcher {
@@ -243,6 +243,7 @@ impl Dispatcher {
         loop {
             self.collect(None);
             self.advance();
+            self.cursor.flush_pending();
             match ctl.try_recv() {
                 Ok(Command::Drain { deadline }) => {
                     *self.shared.drain_deadline.lock() = Some(deadline);
@@ -475,16 +476,7 @@ impl Dispatcher {
                 .highest_sent_seconds
                 .set(ts as f64 / 1000.0);
         }
-        if let Err(e) = self.cursor.store(self.acked) {
-            let msg = e.to_string();
-            if Shared::first_time(&self.shared.drop_errors, &msg) {
-                crate::error!(
-                    "remote write cannot persist its cursor; a restart will resend from the last persisted position",
-                    remote_name = self.shared.name,
-                    err = msg
-                );
-            }
-        }
+        self.cursor.update(self.acked);
         if self.window.is_empty() && self.caught_up {
             self.update_lag();
         }
@@ -560,6 +552,7 @@ impl Dispatcher {
             let _ = t.join();
         }
         self.update_lag();
+        self.cursor.finish();
     }
 
     /// Abort: stop retries, give requests in flight a moment, keep what they delivered.
@@ -586,6 +579,7 @@ impl Dispatcher {
         }
         self.advance();
         self.update_lag();
+        self.cursor.finish();
     }
 }
 
