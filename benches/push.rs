@@ -416,6 +416,14 @@ fn main() {
         "external_labels = { replica = \"a\" }",
     ));
     results.extend(run_vmagent(tmp.path(), &blocks, &recv, n));
+    let scrapewheel_runs = results
+        .iter()
+        .filter(|r| r.what.starts_with("scrapewheel"))
+        .count();
+    assert_eq!(
+        scrapewheel_runs, 2,
+        "a scrapewheel run did not deliver every sample"
+    );
     println!(
         "{:<24} {:>8} {:>8} {:>16} {:>13} {:>9}",
         "shipper", "cpu_s", "wall_s", "samples/s/core", "bytes/sample", "requests"

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of scrapewheel on a fresh machine: installs the peers the integration
-# tests run against (Debian's prometheus for promtool, prometheus-node-exporter,
-# victoria-metrics), then `cargo test` (unit, corpus and integration tests) and a
+# tests run against (Debian's prometheus for promtool and as a remote-write receiver,
+# prometheus-node-exporter, victoria-metrics as a receiver and for vmagent), then
+# `cargo test` (unit, corpus and integration tests, and a smoke run of each bench) and a
 # `cargo clippy`/`cargo fmt` check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
-[ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
+{ [ -x /usr/bin/victoria-metrics ] && [ -x /usr/bin/vmagent ]; } || need+=(victoria-metrics)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -709,6 +709,82 @@ fn rejecting_receiver_does_not_block_a_healthy_one() {
 // ---------------------------------------------------------------------------------------
 // Tests against in-test receivers
 
+/// A receiver down longer than retention allows: the oldest data is dropped, counted for
+/// that receiver and logged with the exact count, and everything still spooled arrives
+/// once it is back.
+#[test]
+fn retention_drops_for_a_lagging_receiver_are_counted_and_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let up2 = up.clone();
+    let mock = Mock::start(move |_| {
+        if up2.load(Ordering::SeqCst) {
+            (204, vec![], String::new())
+        } else {
+            (503, vec![], "down for maintenance".to_owned())
+        }
+    });
+    let mut body = String::new();
+    for i in 0..1000 {
+        body.push_str(&format!("filler_metric{{series=\"{i}\"}} {i}\n"));
+    }
+    let t = Target::start(Reply::text(&body));
+    let cfg = config(
+        &t.addr,
+        &[Receiver {
+            name: "lagging",
+            url: mock.url.clone(),
+            extra: "",
+        }],
+        "segment_size = \"16KiB\"\nretention_size = \"48KiB\"\nmax_block_samples = 500",
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    let dropped = format!(
+        "scrapewheel_remote_write_samples_dropped_total{{reason=\"retention\",remote_name=\"lagging\",url=\"{}\"}}",
+        mock.url
+    );
+    // Nothing is read past the blocks in flight while the receiver is down, so the
+    // reader meets the deleted segments once it is back.
+    let removed = "scrapewheel_spool_retention_removed_bytes_total";
+    wait_for_metric(&agent, removed, 100_000.0, Duration::from_secs(60));
+    up.store(true, Ordering::SeqCst);
+    wait_for_metric(&agent, &dropped, 1.0, Duration::from_secs(30));
+    let counted = agent.metric(&dropped).unwrap_or(0.0) as u64;
+    assert_eq!(agent.terminate(), 0, "stderr: {}", agent.stderr());
+
+    let log = agent.stderr();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("retention deleted spooled data"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    let logged: u64 = lines
+        .iter()
+        .filter_map(|l| l.split("lost_samples=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        logged >= counted && counted > 0,
+        "{counted} counted, {lines:?}"
+    );
+    assert!(lines.iter().all(|l| l.contains("remote_name=lagging")));
+
+    // What retention left arrived, from the oldest remaining block on.
+    let got: std::collections::BTreeSet<(BTreeMap<String, String>, i64)> = mock
+        .captured()
+        .into_iter()
+        .flat_map(|c| c.samples)
+        .map(|(l, ts, _)| (l, ts))
+        .collect();
+    for s in export_jsonl(&dir.path().join("data"), &[]) {
+        let mut l = s.labels.clone();
+        l.entry("cluster".into()).or_insert_with(|| "c1".into());
+        l.entry("env".into())
+            .or_insert_with(|| "from-external".into());
+        assert!(got.contains(&(l, s.timestamp_ms)), "missing {s:?}");
+    }
+}
+
 /// The raw requests: headers as Prometheus sends them, staleness markers with the
 /// StaleNaN bit pattern, and 503 + Retry-After retried without loss.
 #[test]
