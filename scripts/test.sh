@@ -11,6 +11,7 @@ need=()
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
 { [ -x /usr/bin/victoria-metrics ] && [ -x /usr/bin/vmagent ]; } || need+=(victoria-metrics)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # test certificates for tls_config
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -706,6 +706,194 @@ fn rejecting_receiver_does_not_block_a_healthy_one() {
     assert!(log.contains("status=400"), "{log}");
 }
 
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for `receiver.test` only, and a client certificate.
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "2", "-subj", "/CN=test-ca"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(dir, &ca);
+    for (name, cn, ext) in [
+        (
+            "server",
+            "receiver.test",
+            "subjectAltName=DNS:receiver.test\n",
+        ),
+        ("client", "scrapewheel", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let mut req = vec!["req", "-subj"];
+        let subj = format!("/CN={cn}");
+        req.push(&subj);
+        req.extend(ec);
+        let (key, csr, crt, extfile) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        req.extend(["-keyout", &key, "-out", &csr]);
+        openssl(dir, &req);
+        std::fs::write(dir.join(&extfile), ext).expect("ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &crt,
+                "-extfile",
+                &extfile,
+            ],
+        );
+    }
+}
+
+/// tls_config against Prometheus serving TLS and requiring client certificates:
+/// `server_name` verifies the receiver under that name (without it the certificate does
+/// not match the URL's host and nothing is sent), `cert_file`/`key_file` authenticate,
+/// `insecure_skip_verify` skips verification.
+#[test]
+fn tls_config_with_server_name_and_client_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(mut peer) = Peer::new(Kind::Prometheus, dir.path()) else {
+        return;
+    };
+    if find_exe("openssl").is_none() {
+        assert!(!require_peers(), "openssl is required but not installed");
+        eprintln!("skipped: openssl not installed");
+        return;
+    }
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).expect("certs dir");
+    make_certs(&certs);
+    let web = peer.dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {0}/server.crt\n  key_file: {0}/server.key\n  \
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {0}/ca.crt\n",
+            certs.display()
+        ),
+    )
+    .expect("web config");
+    let cfg = peer.dir.join("prometheus.yml");
+    std::fs::write(&cfg, "scrape_configs: []\n").expect("prometheus config");
+    let listen = format!("127.0.0.1:{}", peer.port);
+    peer.proc = Some(KillOnDrop(
+        Command::new(find_exe("prometheus").expect("prometheus"))
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--web.config.file={}", web.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                peer.dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    ));
+    wait_for("prometheus listening", Duration::from_secs(60), || {
+        std::net::TcpStream::connect(&listen).is_ok()
+    });
+    let url = format!("https://{listen}/api/v1/write");
+    let c = certs.display();
+    let client = format!("cert_file = \"{c}/client.crt\"\nkey_file = \"{c}/client.key\"\n");
+    let named = format!(
+        "[remote_write.tls_config]\nca_file = \"{c}/ca.crt\"\nserver_name = \"receiver.test\"\n{client}"
+    );
+    let unnamed = format!("[remote_write.tls_config]\nca_file = \"{c}/ca.crt\"\n{client}");
+    let insecure = format!("[remote_write.tls_config]\ninsecure_skip_verify = true\n{client}");
+    let t = Target::start(Reply::text(TARGET_BODY));
+    let cfg = config(
+        &t.addr,
+        &[
+            Receiver {
+                name: "named",
+                url: url.clone(),
+                extra: &named,
+            },
+            Receiver {
+                name: "unnamed",
+                url: url.clone(),
+                extra: &unnamed,
+            },
+            Receiver {
+                name: "insecure",
+                url: url.clone(),
+                extra: &insecure,
+            },
+        ],
+        "",
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    let series = |m: &str, name: &str, extra: &str| {
+        format!("scrapewheel_remote_write_{m}{{remote_name=\"{name}\",{extra}url=\"{url}\"}}")
+    };
+    wait_for_metric(
+        &agent,
+        &series("samples_sent_total", "named", ""),
+        8.0,
+        Duration::from_secs(30),
+    );
+    wait_for_metric(
+        &agent,
+        &series("samples_sent_total", "insecure", ""),
+        8.0,
+        Duration::from_secs(30),
+    );
+    wait_for_metric(
+        &agent,
+        &series(
+            "requests_failed_total",
+            "unnamed",
+            "status_class=\"network\",",
+        ),
+        2.0,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        agent.metric(&series("samples_sent_total", "unnamed", "")),
+        Some(0.0)
+    );
+    assert_eq!(agent.terminate(), 0, "stderr: {}", agent.stderr());
+    let log = agent.stderr();
+    assert!(
+        log.contains("remote_name=unnamed") && log.contains("certificate not valid for name"),
+        "{log}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Tests against in-test receivers
 

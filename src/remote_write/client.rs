@@ -49,6 +49,8 @@ pub enum ClientError {
     },
     #[error("proxy_url {url:?}: {reason}")]
     Proxy { url: String, reason: String },
+    #[error("tls_config: {0}")]
+    Tls(String),
     #[error("{0}")]
     Unsupported(&'static str),
 }
@@ -156,9 +158,16 @@ impl Client {
             })?;
             builder = builder.proxy(Some(proxy));
         }
-        if let Some(tls) = &cfg.tls_config {
-            builder = builder.tls_config(tls_config(tls)?);
-        }
+        let named_tls = match &cfg.tls_config {
+            Some(tls) => match &tls.server_name {
+                Some(name) => Some(super::tls::NamedTls::new(tls, name)?),
+                None => {
+                    builder = builder.tls_config(tls_config(tls)?);
+                    None
+                }
+            },
+            None => None,
+        };
         let auth = if let Some(b) = &cfg.basic_auth {
             Some(AuthSource::Basic {
                 username: b.username.clone(),
@@ -172,8 +181,23 @@ impl Client {
                 credentials_file: a.credentials_file.clone(),
             })
         };
+        let config = builder.build();
+        let agent = match named_tls {
+            Some(tls) => {
+                use ureq::unversioned::resolver::DefaultResolver;
+                use ureq::unversioned::transport::{
+                    ConnectProxyConnector, Connector, TcpConnector,
+                };
+                let chain =
+                    ().chain(ConnectProxyConnector::default())
+                        .chain(TcpConnector::default())
+                        .chain(tls);
+                Agent::with_parts(config, chain, DefaultResolver::default())
+            }
+            None => config.into(),
+        };
         Ok(Client {
-            agent: builder.build().into(),
+            agent,
             url: cfg.url.clone(),
             redacted: crate::log::redact_url(&cfg.url).into_owned(),
             headers: cfg.headers.clone(),
@@ -356,12 +380,8 @@ fn secret(inline: Option<&Secret>, file: Option<&Path>) -> Result<Vec<u8>, Strin
     }
 }
 
+/// ureq's TLS settings for a receiver without `server_name` (see `tls` for those with).
 fn tls_config(t: &TlsSettings) -> Result<TlsConfig, ClientError> {
-    if t.server_name.is_some() {
-        return Err(ClientError::Unsupported(
-            "tls_config.server_name is not supported for remote_write yet",
-        ));
-    }
     let mut b = TlsConfig::builder().disable_verification(t.insecure_skip_verify);
     if let Some(ca) = &t.ca_file {
         let pem = read("ca_file", ca)?;

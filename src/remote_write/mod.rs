@@ -77,6 +77,7 @@ mod cursor;
 mod encode;
 mod metrics;
 mod shipper;
+mod tls;
 
 use std::path::Path;
 use std::sync::Arc;
