@@ -654,6 +654,10 @@ fn kill_9_mid_send_loses_nothing_fsynced() {
     let dups = check_delivered(&peer, &all);
     // At-least-once: at most the blocks in flight or unacknowledged at the kill
     // (3 per shard, 4 shards, 200 samples each) arrive twice.
+    eprintln!(
+        "kill -9 test: {dups} samples arrived twice of {}",
+        all.len()
+    );
     assert!(dups <= 3 * 4 * 200, "{dups} duplicates");
 }
 
@@ -896,6 +900,86 @@ fn tls_config_with_server_name_and_client_certificates() {
 
 // ---------------------------------------------------------------------------------------
 // Tests against in-test receivers
+
+/// kill -9 while a request is in flight (the receiver holds it unanswered): after a
+/// restart every fsynced sample arrives, the unacknowledged block arrives again, and
+/// nothing before the cursor is sent twice.
+#[test]
+fn kill_9_while_a_request_is_held_resends_only_unacknowledged_blocks() {
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hold = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicBool::new(false));
+    let (hold2, held2) = (hold.clone(), held.clone());
+    let mock = Mock::start(move |_| {
+        let start = std::time::Instant::now();
+        while hold2.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(30) {
+            held2.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (204, vec![], String::new())
+    });
+    let t = Target::start(Reply::text(TARGET_BODY));
+    let cfg = config(
+        &t.addr,
+        &[Receiver {
+            name: "mock",
+            url: mock.url.clone(),
+            extra: "",
+        }],
+        "",
+    );
+    let mut agent = Agent::start(dir.path(), &cfg);
+    wait_for("acknowledged requests", Duration::from_secs(20), || {
+        mock.requests() >= 3
+    });
+    hold.store(true, Ordering::SeqCst);
+    wait_for("a request held", Duration::from_secs(20), || {
+        held.load(Ordering::SeqCst)
+    });
+    agent.kill9();
+    hold.store(false, Ordering::SeqCst);
+    let cursor = scrapewheel::remote_write::persisted_cursor(&dir.path().join("data"), "mock")
+        .expect("cursor readable")
+        .expect("a cursor was persisted");
+    assert!(cursor.offset > 16, "{cursor:?}");
+
+    let mut again = Agent::start_with(dir.path(), agent.config.clone());
+    let hits = t.hits();
+    wait_for("second run scrapes", Duration::from_secs(20), || {
+        t.hits() >= hits + 2
+    });
+    assert_eq!(again.terminate(), 0, "stderr: {}", again.stderr());
+
+    let mut counts: BTreeMap<Key, usize> = BTreeMap::new();
+    for c in mock.captured() {
+        for (l, ts, _) in c.samples {
+            *counts.entry((l, ts)).or_default() += 1;
+        }
+    }
+    let spooled = export_jsonl(&dir.path().join("data"), &[]);
+    for s in &spooled {
+        let mut l = s.labels.clone();
+        l.entry("cluster".into()).or_insert_with(|| "c1".into());
+        l.entry("env".into())
+            .or_insert_with(|| "from-external".into());
+        assert!(counts.contains_key(&(l, s.timestamp_ms)), "missing {s:?}");
+    }
+    assert_eq!(
+        counts.len(),
+        spooled.len(),
+        "nothing arrived that was not spooled"
+    );
+    let twice = counts.values().filter(|n| **n > 1).count();
+    assert!(
+        twice > 0,
+        "the held block was never acknowledged, so it is sent again"
+    );
+    // At most the blocks in flight or queued at the kill: 3 per shard, 4 shards, one
+    // target's flush (8 samples a scrape, a few scrapes) each.
+    assert!(twice <= 3 * 4 * 16, "{twice} samples arrived twice");
+    assert!(counts.values().all(|n| *n <= 2));
+}
 
 /// A receiver down longer than retention allows: the oldest data is dropped, counted for
 /// that receiver and logged with the exact count, and everything still spooled arrives
