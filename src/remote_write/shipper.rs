@@ -495,7 +495,7 @@ impl Dispatcher {
         } else {
             cur
         };
-        if want != cur && !self.draining {
+        if want != cur {
             self.want_shards = Some(want);
         }
         self.retried_at_tick = retried;
