@@ -79,6 +79,7 @@ impl CursorFile {
         })
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -86,13 +86,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-pub use client::{parse_retry_after, USER_AGENT};
-pub use cursor::{cursor_dir, CursorError, CursorFile, CursorWriter};
+pub use cursor::CursorError;
 
 use crate::config::Config;
 use crate::metrics::Registry;
 use crate::spool::{Position, Spool};
 use client::Client;
+use cursor::{CursorFile, CursorWriter};
 use encode::Rewrite;
 use metrics::ReceiverMetrics;
 use shipper::{Command, Dispatcher, Shared};
@@ -234,15 +234,6 @@ impl RemoteWrite {
             });
         }
         Ok(RemoteWrite { shippers })
-    }
-
-    /// Number of receivers.
-    pub fn len(&self) -> usize {
-        self.shippers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.shippers.is_empty()
     }
 
     /// Delivers what the spool holds for up to `timeout`, then stops every shipper.
