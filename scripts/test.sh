@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Runs every test of scrapewheel on a fresh machine: installs the peers the integration
-# tests run against (Debian's prometheus for promtool, prometheus-node-exporter,
-# victoria-metrics, dnsmasq, chromium for the /targets page), then `cargo test` (unit,
-# corpus and integration tests) and a `cargo clippy`/`cargo fmt` check.
+# tests run against (Debian's prometheus for promtool and as a remote-write receiver,
+# prometheus-node-exporter, victoria-metrics as a receiver and for vmagent, dnsmasq for
+# dns_sd, chromium for the /targets page, openssl for test certificates), then
+# `cargo test` (unit, corpus and integration tests, and a smoke run of each bench) and a
+# `cargo clippy`/`cargo fmt` check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
-[ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
+{ [ -x /usr/bin/victoria-metrics ] && [ -x /usr/bin/vmagent ]; } || need+=(victoria-metrics)
 # dnsmasq-base: the DNS server dns_sd tests run on a loopback port (no service).
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # test certificates for tls_config
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -1,18 +1,21 @@
 //! The agent's lifecycle: what `scrapewheel run` starts, in which order, and how it stops.
 //!
-//! Start: config → spool (recovering a torn tail) → append buffer + flusher → workers →
-//! wheel → web → signals → coordinator (which starts the discovery providers; first sync
-//! at once).
+//! Start: config → spool (recovering a torn tail) → remote-write shippers (resuming from
+//! their cursors) → append buffer + flusher → workers → wheel → web → signals →
+//! coordinator (which starts the discovery providers; first sync at once).
 //!
 //! Stop (SIGTERM, SIGINT or /-/quit), each stage only after the one before it is done:
 //! coordinator stops discovery and returns → wheel stops dispatching → queued jobs are skipped and in-flight
 //! scrapes finish (bounded by their timeouts) → workers join → the flusher writes what
-//! is left and fsyncs → signals and web stop. Nothing committed before the signal is lost.
+//! is left and fsyncs → the shippers keep delivering for up to `storage.drain_timeout`
+//! (what is left stays in the spool for the next start) → signals and web stop. Nothing
+//! committed before the signal is lost.
 
 use crate::append::{AppendBuffer, FlushConfig, Flusher};
 use crate::config::{Config, ConfigError};
 use crate::coordinator::{Control, Coordinator, TargetsView};
 use crate::metrics::{self, Registry};
+use crate::remote_write::{RemoteWrite, RemoteWriteError};
 use crate::scrape::HttpClient;
 use crate::signals::Signals;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
@@ -52,6 +55,8 @@ pub enum AgentError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    RemoteWrite(#[from] RemoteWriteError),
     #[error("starting thread {name}: {source}")]
     Thread {
         name: &'static str,
@@ -121,6 +126,7 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
         samples = recovery.samples,
         truncated_bytes = recovery.truncated_bytes
     );
+    let remote = RemoteWrite::start(&config, &spool, &registry)?;
     let spool = Arc::new(Mutex::new(spool));
     let buffer = AppendBuffer::new(config.engine.stripes);
     let flusher = Flusher::start(
@@ -207,22 +213,25 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
         Err(_) => {
             crate::error!("coordinator panicked; draining");
             ctx.stopping.store(true, Ordering::Release);
-            return drain_without_wheel(workers, flusher, signals, web);
+            return drain_without_wheel(workers, flusher, remote, &config, signals, web);
         }
     };
     ctx.stopping.store(true, Ordering::Release);
     wheel.stop();
-    drain_without_wheel(workers, flusher, signals, web)
+    drain_without_wheel(workers, flusher, remote, &config, signals, web)
 }
 
 fn drain_without_wheel(
     workers: WorkerPool,
     flusher: Flusher,
+    remote: RemoteWrite,
+    config: &Config,
     signals: Signals,
     web: Web,
 ) -> Result<(), AgentError> {
     workers.join();
     flusher.stop();
+    remote.drain(config.storage.drain_timeout);
     signals.stop();
     web.stop();
     crate::info!("shutdown complete: every committed sample is in the spool");

@@ -8,7 +8,9 @@
 //!
 //! The flusher ("sw-flusher") wakes every `flush_interval`, swaps each stripe's buffer for
 //! an empty one (so workers wait only for a pointer swap), cuts the bytes into blocks of at
-//! most `max_block_samples` series entries, appends them to the spool and fsyncs once.
+//! most `max_block_samples` series entries, appends them to the spool (each block tagged
+//! with its stripe, so shippers can send stripes in parallel and each in order) and fsyncs
+//! once.
 //! On stop it flushes whatever is left and fsyncs: that is the drain promise. A spool
 //! error is logged and counted; the data of that flush is lost and the spool is poisoned,
 //! which the readiness endpoint reports.
@@ -72,10 +74,10 @@ impl AppendBuffer {
     }
 
     /// Moves every stripe's content out, one stripe at a time, calling `each` with the
-    /// bytes and their sample count and time range. `spare` is swapped in so stripes keep
-    /// a warm allocation.
-    fn drain(&self, spare: &mut Vec<u8>, mut each: impl FnMut(&[u8], u64, i64, i64)) {
-        for stripe in self.stripes.iter() {
+    /// stripe's index, bytes, sample count and time range. `spare` is swapped in so
+    /// stripes keep a warm allocation.
+    fn drain(&self, spare: &mut Vec<u8>, mut each: impl FnMut(u32, &[u8], u64, i64, i64)) {
+        for (index, stripe) in self.stripes.iter().enumerate() {
             spare.clear();
             let (samples, min_ts, max_ts) = {
                 let mut s = stripe.lock();
@@ -89,7 +91,7 @@ impl AppendBuffer {
             };
             self.buffered_bytes
                 .fetch_sub(spare.len() as u64, Ordering::Relaxed);
-            each(spare, samples, min_ts, max_ts);
+            each(index as u32, spare, samples, min_ts, max_ts);
         }
     }
 }
@@ -210,12 +212,13 @@ fn flush_once(
     let mut spool = spool.lock();
     let mut failed: Option<String> = None;
     let mut wrote = false;
-    buffer.drain(spare, |bytes, _samples, min_ts, max_ts| {
+    buffer.drain(spare, |stripe, bytes, _samples, min_ts, max_ts| {
         if failed.is_some() {
             return;
         }
         let meta = |n: u32| BlockMeta {
             samples: n,
+            stripe,
             min_ts,
             max_ts,
         };

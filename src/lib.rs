@@ -1,8 +1,9 @@
 //! scrapewheel: a synchronous Prometheus scrape agent with a durable spool.
 //!
 //! The modules follow the data flow in DESIGN.md: config → discovery → coordinator →
-//! pool (target) → wheel → worker (scrape, parse, relabel) → append → spool → export,
-//! with web and signals on the side, and agent wiring them together in order.
+//! pool (target) → wheel → worker (scrape, parse, relabel) → append → spool →
+//! remote_write (and export), with web and signals on the side, and agent wiring them
+//! together in order.
 
 pub mod agent;
 pub mod append;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod parse;
 pub mod pool;
 pub mod relabel;
+pub mod remote_write;
 pub mod scrape;
 pub mod signals;
 pub mod spool;

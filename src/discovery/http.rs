@@ -275,7 +275,8 @@ mod tests {
         let text = format!(
             "[[scrape_configs]]\njob_name = \"j\"\n[[scrape_configs.http_sd_configs]]\n{extra}\n"
         );
-        let c = Config::from_str(&text, std::path::Path::new("/nonexistent/c.toml")).expect("config");
+        let c =
+            Config::from_str(&text, std::path::Path::new("/nonexistent/c.toml")).expect("config");
         let reg = crate::metrics::Registry::new();
         let metrics = super::super::SdMetrics::new(&reg);
         HttpProvider::new(

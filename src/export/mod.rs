@@ -427,6 +427,7 @@ mod tests {
                 &b1,
                 BlockMeta {
                     samples: 7,
+                    stripe: 0,
                     min_ts: T0,
                     max_ts: T0 + 123,
                 },
@@ -450,6 +451,7 @@ mod tests {
                 &b2,
                 BlockMeta {
                     samples: 6,
+                    stripe: 0,
                     min_ts: T0 + 10_000,
                     max_ts: T0 + 40_000,
                 },
@@ -582,6 +584,7 @@ mod tests {
         let (mut spool, _) = Spool::open(tmp.path(), opts).expect("open");
         let meta = BlockMeta {
             samples: 1,
+            stripe: 0,
             min_ts: T0,
             max_ts: T0,
         };
@@ -740,6 +743,7 @@ mod tests {
             &b,
             BlockMeta {
                 samples: 1,
+                stripe: 0,
                 min_ts: 0,
                 max_ts: 0,
             },

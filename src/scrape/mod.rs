@@ -248,7 +248,7 @@ impl Auth {
 }
 
 /// Standard base64 with padding (RFC 4648), as `Authorization: Basic` needs.
-fn base64_encode(input: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn base64_encode(input: &[u8], out: &mut Vec<u8>) {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     out.reserve(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {

@@ -14,13 +14,13 @@ use super::{BlockMeta, SpoolError};
 /// First 8 bytes of every segment file.
 pub(crate) const MAGIC: [u8; 8] = *b"SWSPOOL\0";
 /// The segment format this code writes and reads.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// magic (8) + version u32 (4) + reserved u32 (4).
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 16;
 /// payload length u32 + crc32c u32.
 pub(crate) const FRAME_HEADER_LEN: usize = 8;
-/// samples u32 + min_ts i64 + max_ts i64.
-pub(crate) const BLOCK_HEADER_LEN: usize = 20;
+/// samples u32 + stripe u32 + min_ts i64 + max_ts i64.
+pub(crate) const BLOCK_HEADER_LEN: usize = 24;
 /// Frame header and block header together: what precedes the snappy bytes.
 pub(crate) const HEAD_LEN: usize = FRAME_HEADER_LEN + BLOCK_HEADER_LEN;
 /// Largest payload a frame may declare. A length above it can only be corruption, and the
@@ -113,8 +113,9 @@ pub(crate) fn seal_frame(frame: &mut [u8], meta: BlockMeta) {
     let payload_len = (frame.len() - FRAME_HEADER_LEN) as u32;
     frame[0..4].copy_from_slice(&payload_len.to_le_bytes());
     frame[8..12].copy_from_slice(&meta.samples.to_le_bytes());
-    frame[12..20].copy_from_slice(&meta.min_ts.to_le_bytes());
-    frame[20..28].copy_from_slice(&meta.max_ts.to_le_bytes());
+    frame[12..16].copy_from_slice(&meta.stripe.to_le_bytes());
+    frame[16..24].copy_from_slice(&meta.min_ts.to_le_bytes());
+    frame[24..32].copy_from_slice(&meta.max_ts.to_le_bytes());
     let crc = frame_crc(
         &frame[0..4],
         &frame[FRAME_HEADER_LEN..HEAD_LEN],
@@ -208,8 +209,9 @@ pub(crate) fn read_frame(
     }
     let meta = BlockMeta {
         samples: le_u32(&head[8..12]),
-        min_ts: le_i64(&head[12..20]),
-        max_ts: le_i64(&head[20..28]),
+        stripe: le_u32(&head[12..16]),
+        min_ts: le_i64(&head[16..24]),
+        max_ts: le_i64(&head[24..32]),
     };
     Ok((meta, frame_len))
 }
@@ -325,6 +327,10 @@ mod tests {
         assert_eq!(check_header(&other), HeaderState::BadMagic);
         let mut newer = h;
         newer[8] = 9;
+        assert_eq!(check_header(&newer), HeaderState::Unsupported(9));
+        let mut older = h;
+        older[8] = 1;
+        assert_eq!(check_header(&older), HeaderState::Unsupported(1));
         assert_eq!(check_header(&newer), HeaderState::Unsupported(9));
     }
 }

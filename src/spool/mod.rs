@@ -10,7 +10,7 @@
 //! finds on disk, and never deletes data except through [`Spool::enforce_retention`] and
 //! the truncation of a torn tail on open.
 //!
-//! # On-disk format (version 1)
+//! # On-disk format (version 2)
 //!
 //! The directory holds a `LOCK` file (an exclusive `flock` held by the open [`Spool`], so
 //! two agents cannot write one spool) and segment files named by a 20-digit, zero-padded,
@@ -18,15 +18,18 @@
 //! is a 16-byte header followed by frames, all integers little-endian:
 //!
 //! ```text
-//! segment header   magic "SWSPOOL\0" (8) | version u32 = 1 | reserved u32 = 0
+//! segment header   magic "SWSPOOL\0" (8) | version u32 = 2 | reserved u32 = 0
 //! frame            len u32 | crc u32 | payload (len bytes)
-//!   payload        samples u32 | min_ts i64 | max_ts i64 | snappy bytes (len - 20)
+//!   payload        samples u32 | stripe u32 | min_ts i64 | max_ts i64 | snappy bytes (len - 24)
 //! ```
 //!
 //! `crc` is CRC-32C (Castagnoli) over the 4 bytes of `len` followed by the payload, so a
 //! flipped length is caught as surely as a flipped payload byte. `min_ts`/`max_ts` are the
 //! block's sample timestamps in milliseconds (they drive time retention); `samples` is its
-//! sample count. `len` is at least 20 and at most 256 MiB. The snappy bytes are the raw
+//! sample count. `stripe` is the append-buffer stripe the block was cut from: every
+//! sample of a series goes through one stripe, in order, so blocks of different stripes
+//! never share a series and shippers may send them in parallel while sending each stripe's
+//! blocks in order. `len` is at least 24 and at most 256 MiB. The snappy bytes are the raw
 //! (not framed) encoding of the `WriteRequest`, i.e. a remote-write request body.
 //!
 //! A *position* is (segment number, byte offset of a frame), the offset of a segment's
@@ -58,7 +61,8 @@
 //! Both are reported in [`Recovery`], never as an error. In an **earlier** segment the
 //! first invalid frame ends that segment for every reader (the rest of the file is kept but
 //! ignored) and is reported; later segments are read normally. Only a segment written by a
-//! newer format version stops `open` with an error, so a downgrade never destroys data.
+//! different format version stops `open` with an error (naming both versions), so a
+//! downgrade never destroys data. Version 1 (without `stripe`) was never released.
 //! The last segment is `fdatasync`ed after the scan, so what open reports is on disk.
 //!
 //! # Readers and cursors
@@ -113,7 +117,7 @@ use format::{
     list_segments, scan_segment, seal_frame, segment_file_name, segment_header, HeaderState,
     HEAD_LEN, MAX_PAYLOAD, SEGMENT_HEADER_LEN,
 };
-pub use reader::{GapReason, ReadEvent, SpoolReader};
+pub use reader::{Backlog, GapReason, ReadEvent, SpoolReader};
 
 /// Spool sizing and retention. A zero retention value disables that limit.
 #[derive(Debug, Clone)]
@@ -130,6 +134,8 @@ pub struct SpoolOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockMeta {
     pub samples: u32,
+    /// The append-buffer stripe the block came from (see the format above).
+    pub stripe: u32,
     /// Oldest sample timestamp in the block, ms.
     pub min_ts: i64,
     /// Newest sample timestamp in the block, ms.
@@ -232,7 +238,8 @@ pub enum SpoolError {
     /// Another process (or another `Spool` in this one) has the directory open.
     #[error("spool {} is locked by another process", path.display())]
     Locked { path: PathBuf },
-    /// The segment was written by a newer format version.
+    /// The segment was written by another format version (a newer build, or the
+    /// unreleased version 1).
     #[error("{} has spool format version {version}, this build reads version {supported}", path.display())]
     UnsupportedVersion {
         path: PathBuf,

@@ -30,6 +30,13 @@ pub enum ReadEvent {
     End,
 }
 
+/// What [`SpoolReader::backlog`] measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub bytes: u64,
+    pub newest_ts: i64,
+}
+
 /// Why a reader skipped data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GapReason {
@@ -106,6 +113,28 @@ impl SpoolReader {
     /// Where the next `next` call reads.
     pub fn position(&self) -> Position {
         self.pos
+    }
+
+    /// How much durable data lies at and after `from`: its bytes (frames only, segment
+    /// headers left out) and the newest sample timestamp in the spool (`i64::MIN` when
+    /// the spool holds no block). For a shipper's lag gauges.
+    pub fn backlog(&self, from: Position) -> Backlog {
+        let st = self.shared.state.lock();
+        let mut bytes = 0;
+        let mut newest_ts = i64::MIN;
+        for (&segment, info) in st.segments.iter() {
+            newest_ts = newest_ts.max(info.max_ts);
+            if segment < from.segment {
+                continue;
+            }
+            let start = if segment == from.segment {
+                from.offset.max(SEGMENT_HEADER_LEN)
+            } else {
+                SEGMENT_HEADER_LEN
+            };
+            bytes += info.end.saturating_sub(start);
+        }
+        Backlog { bytes, newest_ts }
     }
 
     /// Records that everything before `pos` has been delivered, so retention can tell

@@ -35,6 +35,7 @@ fn block(i: u64, n: u32, ts: i64) -> (Vec<u8>, BlockMeta) {
     }
     let meta = BlockMeta {
         samples: n,
+        stripe: 0,
         min_ts: ts,
         max_ts: ts + i64::from(n) - 1,
     };
@@ -463,10 +464,10 @@ fn a_newer_format_version_is_an_error_and_left_alone() {
     write_blocks(tmp.path(), 1);
     let path = seg_path(tmp.path(), 1);
     let mut bytes = fs::read(&path).expect("read");
-    bytes[8] = 2;
+    bytes[8] = 3;
     fs::write(&path, &bytes).expect("write");
     match Spool::open(tmp.path(), opts(1 << 20)) {
-        Err(SpoolError::UnsupportedVersion { version: 2, .. }) => {}
+        Err(SpoolError::UnsupportedVersion { version: 3, .. }) => {}
         Err(e) => panic!("expected UnsupportedVersion, got {e}"),
         Ok(_) => panic!("expected UnsupportedVersion"),
     }
@@ -845,6 +846,7 @@ fn read_all_skips_a_block_that_does_not_decompress() {
     frame[format::HEAD_LEN..].copy_from_slice(&garbage);
     let meta = BlockMeta {
         samples: 9,
+        stripe: 0,
         min_ts: T0,
         max_ts: T0,
     };
