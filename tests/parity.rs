@@ -201,6 +201,24 @@ fn run(prometheus: &std::path::Path, cases: &[Case]) -> bool {
             break;
         }
     }
+    // For PARITY_DUMP: Prometheus's own view of the dumped cases' targets.
+    let dump: Vec<String> = std::env::var("PARITY_DUMP")
+        .map(|d| d.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    if !dump.is_empty() {
+        if let Some((_, body)) = common::http_get(&format!("http://{prom_listen}/api/v1/targets")) {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            for t in v["data"]["activeTargets"].as_array().into_iter().flatten() {
+                let pool = t["scrapePool"].as_str().unwrap_or("");
+                if dump.iter().any(|d| d == pool) {
+                    println!(
+                        "{pool}: prometheus says {} lastError={:?}",
+                        t["scrapeUrl"], t["lastError"]
+                    );
+                }
+            }
+        }
+    }
     let code = sw.terminate();
     if code != 0 {
         eprintln!("{TEST_NAME}: scrapewheel exited {code}:\n{}", sw.stderr());

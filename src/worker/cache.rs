@@ -1,22 +1,21 @@
-//! Prometheus's scrape cache, reduced to what decides `scrape_series_added` and which
-//! rejected samples are tracked for staleness, kept as sorted 64-bit series hashes.
+//! Prometheus's scrape cache, reduced to what shows in the output — which samples count
+//! towards `scrape_series_added` — and kept as sorted 64-bit series hashes.
 //!
-//! Prometheus (scrape/scrape.go, 2.x and 3.x alike) caches every series a scrape looked up
-//! or appended. The cache's iteration counter advances only when a scrape succeeds with a
-//! non-empty body; that flush drops every entry not seen since the previous flush. So a
-//! failed or empty scrape forgets nothing, and a series seen in a failed scrape survives
-//! the next flush. A sample counts towards `scrape_series_added` when its series was not
-//! in the cache and the append succeeded. Consequences the parity suite checks against
-//! real Prometheus: a target that recovers from a failure reports 0 series added for the
-//! series it had before, and a series that vanished in a successful scrape counts as
-//! added when it returns.
+//! Prometheus 3.x (scrape/scrape.go) caches every series a scrape looked up or appended.
+//! A scrape that succeeds with a non-empty body then flushes the cache down to the
+//! series that scrape saw; a failed or empty scrape removes nothing. A sample counts
+//! towards `scrape_series_added` when its series was not in the cache and the append
+//! succeeded (before any sample_limit breach). So a target that recovers from a failure
+//! reports 0 series added for the series it had before, and a series that was absent
+//! from a successful scrape counts as added when it returns. (Prometheus before 3.3 also
+//! kept series seen in failed scrapes across the next flush; the parity suite shows that
+//! difference against 2.42.)
 //!
-//! The cache here is the set of series seen in the previous epoch (`cached`) plus those
-//! seen in the current epoch's failed or empty scrapes (`epoch`, usually empty). In the
-//! steady state the previous epoch is exactly the set of series the last scrape tracked
-//! for staleness, so `cached` is `None` and costs nothing beyond that list. Prometheus
-//! keys its cache by the series text as exposed and scrapewheel by the final label set,
-//! which differs only for a series exposed twice in one body (see README.md).
+//! In the steady state the cache is exactly the set of series the last scrape tracked
+//! for staleness (`ScrapeState::prev`), so `cached` is `None` and costs nothing beyond
+//! that list. Prometheus keys its cache by the series text as exposed and scrapewheel by
+//! the final label set, which differs only when the same series is spelt two ways (see
+//! README.md).
 //!
 //! Prometheus also flushes a cache that grew past twice its size at the last flush plus
 //! 1000 entries while scrapes fail; its count includes dropped-series and metadata
@@ -30,18 +29,11 @@ const FORCED_FLUSH_SLACK: usize = 1000;
 
 #[derive(Debug, Default)]
 pub struct SeriesCache {
-    /// Series seen in the previous epoch, sorted; `None` when that equals the target's
-    /// tracked series (`ScrapeState::prev`) as of the flush.
+    /// The cached series, sorted; `None` when they are exactly the target's tracked
+    /// series (`ScrapeState::prev`).
     cached: Option<Box<[u64]>>,
-    /// Series seen in this epoch's scrapes that did not flush, sorted.
-    epoch: Box<[u64]>,
     /// Entries at the last flush.
     flushed_len: usize,
-}
-
-/// True if sorted `list` holds `h`.
-fn has(list: &[u64], h: u64) -> bool {
-    list.binary_search(&h).is_ok()
 }
 
 /// The sorted union of two sorted, deduplicated lists.
@@ -71,30 +63,26 @@ fn union(a: &[u64], b: &[u64]) -> Vec<u64> {
 }
 
 impl SeriesCache {
-    fn previous<'a>(&'a self, prev: &'a [u64]) -> &'a [u64] {
+    fn entries<'a>(&'a self, prev: &'a [u64]) -> &'a [u64] {
         self.cached.as_deref().unwrap_or(prev)
     }
 
     /// True if the cache held `h` when this scrape started. `prev` is the target's
     /// tracked series from its last scrape.
     pub fn contains(&self, prev: &[u64], h: u64) -> bool {
-        has(self.previous(prev), h) || has(&self.epoch, h)
+        self.entries(prev).binary_search(&h).is_ok()
     }
 
     /// How many of `sorted` (sorted, deduplicated) the cache did not hold.
     pub fn count_missing(&self, prev: &[u64], sorted: &[u64]) -> u64 {
-        let previous = self.previous(prev);
-        if self.epoch.is_empty() && previous.is_empty() {
-            return sorted.len() as u64;
-        }
-        // A merge walk against the previous epoch: one pass over both lists.
+        let entries = self.entries(prev);
+        // A merge walk: one pass over both lists.
         let (mut j, mut missing) = (0usize, 0u64);
         for &h in sorted {
-            while j < previous.len() && previous[j] < h {
+            while j < entries.len() && entries[j] < h {
                 j += 1;
             }
-            let found = (j < previous.len() && previous[j] == h) || has(&self.epoch, h);
-            if !found {
+            if j == entries.len() || entries[j] != h {
                 missing += 1;
             }
         }
@@ -105,34 +93,24 @@ impl SeriesCache {
     /// appended; `flush` is true when it succeeded with a non-empty body. `old_prev` and
     /// `new_prev` are the target's tracked series before and after it.
     pub fn finish(&mut self, seen: &[u64], flush: bool, old_prev: &[u64], new_prev: &[u64]) {
-        if flush {
-            let all = if self.epoch.is_empty() {
+        let kept = if flush {
+            self.flushed_len = seen.len();
+            seen.to_vec()
+        } else {
+            let all = union(self.entries(old_prev), seen);
+            if all.len() > 2 * self.flushed_len + FORCED_FLUSH_SLACK {
+                // Prometheus keeps what this scrape saw and leaves the flushed size alone.
                 seen.to_vec()
             } else {
-                union(&self.epoch, seen)
-            };
-            self.flushed_len = all.len();
-            self.epoch = Box::new([]);
-            self.cached = (all.as_slice() != new_prev).then(|| all.into_boxed_slice());
-            return;
-        }
-        if self.cached.is_none() && old_prev != new_prev {
-            self.cached = Some(old_prev.into());
-        }
-        if !seen.is_empty() {
-            self.epoch = union(&self.epoch, seen).into_boxed_slice();
-        }
-        let size = union(self.previous(new_prev), &self.epoch).len();
-        if size > 2 * self.flushed_len + FORCED_FLUSH_SLACK {
-            // Prometheus keeps what this epoch saw and leaves the flushed size alone.
-            let kept = std::mem::take(&mut self.epoch);
-            self.cached = (&*kept != new_prev).then_some(kept);
-        }
+                all
+            }
+        };
+        self.cached = (kept.as_slice() != new_prev).then(|| kept.into_boxed_slice());
     }
 
     /// Approximate heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        (self.cached.as_ref().map_or(0, |c| c.len()) + self.epoch.len()) * 8
+        self.cached.as_ref().map_or(0, |c| c.len()) * 8
     }
 }
 
@@ -169,14 +147,14 @@ mod tests {
         let mut s = Sim::new();
         assert_eq!(s.scrape(&[1, 2, 3], true), 3);
         assert_eq!(s.scrape(&[1, 2, 3], true), 0);
-        assert!(s.cache.cached.is_none() && s.cache.epoch.is_empty());
+        assert!(s.cache.cached.is_none());
         assert_eq!(s.cache.heap_bytes(), 0);
     }
 
     #[test]
     fn failed_scrapes_forget_nothing() {
-        // As Prometheus: x and y scraped, then the target fails (nothing seen), then
-        // recovers: neither counts as added again.
+        // x and y scraped, then the target fails (nothing seen), then recovers: neither
+        // counts as added again.
         let mut s = Sim::new();
         assert_eq!(s.scrape(&[10, 20], true), 2);
         assert_eq!(s.scrape(&[], false), 0);
@@ -185,18 +163,15 @@ mod tests {
     }
 
     #[test]
-    fn a_flush_keeps_what_the_failed_scrapes_of_its_epoch_saw() {
-        // Prometheus's sample_limit case: s3 seen in a failed scrape, absent from the next
-        // successful one, is still cached and not added when it returns.
+    fn a_flush_keeps_only_what_its_scrape_saw() {
         let mut s = Sim::new();
         assert_eq!(s.scrape(&[1, 2, 3], true), 3);
-        assert_eq!(s.scrape(&[1, 2, 3], false), 0);
+        // 4 first seen in a failed scrape stays cached until the next flush...
+        assert_eq!(s.scrape(&[1, 4], false), 1);
+        assert_eq!(s.scrape(&[4], false), 0);
+        // ...which drops 3 and 4, absent from it.
         assert_eq!(s.scrape(&[1, 2], true), 0);
-        assert_eq!(s.scrape(&[1, 2, 3], true), 0);
-        // But a series gone for a whole epoch is new again.
-        assert_eq!(s.scrape(&[1, 2], true), 0);
-        assert_eq!(s.scrape(&[1, 2], true), 0);
-        assert_eq!(s.scrape(&[1, 2, 3], true), 1);
+        assert_eq!(s.scrape(&[1, 2, 3, 4], true), 2);
     }
 
     #[test]
@@ -213,7 +188,7 @@ mod tests {
         s.scrape(&[1], true);
         let many: Vec<u64> = (100..1200).collect();
         s.scrape(&many, false);
-        // Forced flush: only what this epoch saw is kept, so 1 is new again.
+        // Forced flush: only what that scrape saw is kept, so 1 is new again.
         assert_eq!(s.scrape(&[1], true), 1);
     }
 }

@@ -409,13 +409,13 @@ struct Tally {
 /// the report series, and leaves the commit-ready batch in the scratch. A failure leaves
 /// only markers and the report (up=0) in the batch.
 ///
-/// Per sample it does what Prometheus's append loop does (scrape/scrape.go): a sample
-/// past `sample_limit` (which counts every sample left after relabeling), stamped more
-/// than 10 minutes ahead, or older than its series' newest committed sample is not
+/// Per sample it does what Prometheus 3.x's append loop does (scrape/scrape.go): a
+/// sample past `sample_limit` (which counts every sample left after relabeling), stamped
+/// more than 10 minutes ahead, or older than its series' newest committed sample is not
 /// written; the scrape goes on, and only the limit fails it. A series the same body
-/// exposed before without a timestamp is not written twice (a deliberate difference, see
-/// README.md). Which series are tracked for staleness and which count as added follow
-/// Prometheus's scrape cache (`cache`).
+/// exposed before without a timestamp is not written twice. Only written samples are
+/// tracked for staleness, and which count as added follows Prometheus's scrape cache
+/// (`cache`).
 pub fn process_scrape(
     s: &mut Scratch,
     target: &Target,
@@ -521,16 +521,18 @@ pub fn process_scrape(
         s.batch.clear();
         info = BatchInfo::default();
     }
-    let series_added = settle_cache(s, state, track_explicit, result.is_ok() && body_walked);
-    if result.is_ok() {
-        raise_floors(s, state, ts);
-    }
+    let series_added = settle_cache(s, state, result.is_ok() && body_walked);
     let new_tracked = diff_sorted(&state.prev, &s.cur, &mut s.vanished);
     let stale_markers = if s.vanished.is_empty() {
         0
     } else {
         write_stale_markers(s, state, target, ts, &mut info)
     };
+    // After the markers: like Prometheus's out-of-order check, they compare with what was
+    // committed before this scrape.
+    if result.is_ok() {
+        raise_floors(s, state, ts);
+    }
     if new_tracked > 0 && !s.body.is_empty() {
         // This body introduced a series: keep it so that series' labels can be recovered
         // when it vanishes.
@@ -577,51 +579,43 @@ pub fn process_scrape(
     }
 }
 
-/// After a walk: completes the tracked list in `s.cur` (sorted, deduplicated), counts the
-/// series new to the scrape cache, and moves the cache on (a flush when the scrape
-/// succeeded with a body). Returns `scrape_series_added`.
-fn settle_cache(
-    s: &mut Scratch,
-    state: &mut ScrapeState,
-    track_explicit: bool,
-    flush: bool,
-) -> u64 {
+/// After a walk: sorts the tracked list in `s.cur`, counts the series new to the scrape
+/// cache, and moves the cache on (a flush when the scrape succeeded with a body).
+/// Returns `scrape_series_added`.
+fn settle_cache(s: &mut Scratch, state: &mut ScrapeState, flush: bool) -> u64 {
     s.cur.sort_unstable();
     s.cur.dedup();
-    // What the scrape appended, and what it looked up: in the common case (no explicit
-    // timestamps, nothing rejected) both are exactly the tracked list.
-    let simple = s.explicit.is_empty() && s.rejected.is_empty();
-    if !simple {
+    // What the scrape appended; in the common case (no explicit timestamps) exactly the
+    // tracked list.
+    let appended: &[u64] = if s.explicit.is_empty() {
+        &s.cur
+    } else {
         s.acc.clear();
         s.acc.extend(s.seen.iter().copied());
         s.acc.extend(s.explicit.iter().map(|(h, _)| *h));
         s.acc.sort_unstable();
         s.acc.dedup();
-    }
-    let appended: &[u64] = if simple { &s.cur } else { &s.acc };
+        &s.acc
+    };
     let added = state.cache.count_missing(&state.prev, appended);
-    s.looked_up.clear();
-    s.looked_up.extend_from_slice(appended);
-    if !simple {
-        // A rejected sample of a cached series still refreshes its cache entry; one of a
-        // new series is not cached but is tracked for staleness (Prometheus 2.x/3.x).
-        let mut tracked_more = false;
-        for &(h, explicit) in &s.rejected {
-            if state.cache.contains(&state.prev, h) {
-                s.looked_up.push(h);
-            } else if (!explicit || track_explicit) && s.acc.binary_search(&h).is_err() {
-                s.cur.push(h);
-                tracked_more = true;
-            }
-        }
+    // A rejected sample of a cached series still refreshes its cache entry (it was looked
+    // up); one of a new series is neither cached nor tracked (Prometheus 3.7+).
+    let looked_up: &[u64] = if s.rejected.is_empty() {
+        appended
+    } else {
+        s.looked_up.clear();
+        s.looked_up.extend_from_slice(appended);
+        s.looked_up.extend(
+            s.rejected
+                .iter()
+                .map(|(h, _)| *h)
+                .filter(|h| state.cache.contains(&state.prev, *h)),
+        );
         s.looked_up.sort_unstable();
         s.looked_up.dedup();
-        if tracked_more {
-            s.cur.sort_unstable();
-            s.cur.dedup();
-        }
-    }
-    state.cache.finish(&s.looked_up, flush, &state.prev, &s.cur);
+        &s.looked_up
+    };
+    state.cache.finish(looked_up, flush, &state.prev, &s.cur);
     if flush && !state.ts_floor.is_empty() {
         let (cache, prev) = (&state.cache, &s.cur);
         state.ts_floor.retain(|h, _| cache.contains(prev, *h));
@@ -842,20 +836,23 @@ mod tests {
     }
 
     #[test]
-    fn sample_limit_tracks_new_series_past_the_limit_but_not_cached_ones() {
+    fn samples_past_the_limit_are_not_tracked() {
         let (t, mut s) = (target("sample_limit = 2\n"), Scratch::default());
         scrape(&mut s, &t, Some("s1 1\ns2 1\n"), 1000);
         let (l, o) = scrape(&mut s, &t, Some("s1 2\ns2 2\ns3 2\n"), 2000);
         assert!(o.result.is_err());
         assert_eq!((o.series_added, o.stale_markers), (0, 0), "{l:?}");
-        // s3 (new, past the limit) was tracked; s2 (cached, past the limit) is not, so
-        // it gets a marker although it is still exposed, exactly as in Prometheus.
-        let (l, o) = scrape(&mut s, &t, Some("s3 3\ns1 3\ns2 3\n"), 3000);
+        // s3 (new, past the limit) was never written, so it gets no marker when it goes.
+        let (_, o) = scrape(&mut s, &t, Some("s1 3\n"), 3000);
+        assert_eq!(o.stale_markers, 1);
+        // A cached series past the limit is not tracked either, so it is marked stale
+        // although still exposed, exactly as in Prometheus.
+        let (l, o) = scrape(&mut s, &t, Some("s3 4\ns2 4\ns1 4\n"), 4000);
         assert!(o.result.is_err());
         let series: Vec<&String> = l.iter().filter(|l| !l.starts_with("scrape_")).collect();
-        assert_eq!(series, ["s2{} stale", "up{} 0"]);
-        // s3 was appended (first, under the limit) and was not cached: it counts.
-        assert_eq!((o.post_relabel, o.series_added), (3, 1));
+        assert_eq!(series, ["s1{} stale", "up{} 0"]);
+        // s3 and s2 were appended (under the limit) and were not cached: they count.
+        assert_eq!((o.post_relabel, o.series_added), (3, 2));
     }
 
     #[test]
@@ -874,6 +871,10 @@ mod tests {
         let (l, o) = scrape(&mut s, &t, Some("n 3 5000\nplain 3\n"), 1_002_000);
         assert_eq!((o.out_of_order, find(&l, "n{}")), (0, vec!["n{} 3@5000"]));
         assert!(o.result.is_ok());
+        // A tracked series that turns up stamped ahead is no longer tracked: its marker
+        // goes out at the scrape time, checked against what was committed before.
+        let (l, _) = scrape(&mut s, &t, Some("n 4 5000\nplain 4 1063000\n"), 1_003_000);
+        assert_eq!(find(&l, "plain"), ["plain{} 4@1063000", "plain{} stale"]);
     }
 
     #[test]

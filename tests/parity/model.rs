@@ -197,8 +197,9 @@ pub enum Mode {
 /// An expected difference and its reason.
 #[derive(Clone, Copy, Debug)]
 pub enum Known {
-    /// scrapewheel follows Prometheus 3.x where 3.x changed behaviour.
-    Prometheus3(&'static str),
+    /// Behaviour a later Prometheus changed (the reason starts with that version);
+    /// scrapewheel follows current Prometheus 3.x.
+    Newer(&'static str),
     /// scrapewheel differs on purpose (README.md, "Differences from Prometheus").
     Deliberate(&'static str),
 }
@@ -206,7 +207,7 @@ pub enum Known {
 impl std::fmt::Display for Known {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Known::Prometheus3(r) => write!(f, "Prometheus 3.x behaviour: {r}"),
+            Known::Newer(r) => write!(f, "newer Prometheus, since {r}"),
             Known::Deliberate(r) => write!(f, "deliberate: {r}"),
         }
     }
@@ -227,8 +228,8 @@ pub struct Case {
     pub scrapes: usize,
     /// Targets left after relabeling (the suite waits for this many).
     pub active_targets: usize,
-    /// Why the agents are expected to differ: Prometheus 3.x behaviour that 2.42 lacks,
-    /// or a deliberate difference documented in README.md.
+    /// Why the agents are expected to differ: behaviour a Prometheus newer than 2.42
+    /// changed, or a deliberate difference; both are listed in README.md.
     pub known: Option<Known>,
     pub mode: Mode,
 }
@@ -275,8 +276,8 @@ impl Case {
         self.active_targets = n;
         self
     }
-    pub fn prometheus3(mut self, reason: &'static str) -> Self {
-        self.known = Some(Known::Prometheus3(reason));
+    pub fn newer(mut self, reason: &'static str) -> Self {
+        self.known = Some(Known::Newer(reason));
         self
     }
     pub fn deliberate(mut self, reason: &'static str) -> Self {
