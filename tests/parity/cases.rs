@@ -172,7 +172,7 @@ fn exposition() -> Vec<Case> {
             "leading_blanks",
             vec![target(vec![text("lb 1\n"), text("  lb 2\n"), text("lb 3\n")])],
         )
-        .deliberate("a sample line with leading blanks: Prometheus 2.x makes them part of the metric name and fails the scrape (3.x would keep them in the name); scrapewheel skips them"),
+        .deliberate("a sample line with leading blanks: Prometheus takes them into the metric name, which 2.42 rejects, failing the scrape; scrapewheel skips them"),
         case(
             "openmetrics_exemplar_on_any_series",
             vec![target(vec![om("ex 1 # {trace_id=\"abc\"} 0.5\n# EOF\n")])],
