@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of scrapewheel on a fresh machine: installs the peers the integration
-# tests run against (Debian's prometheus for promtool, prometheus-node-exporter,
-# victoria-metrics), then `cargo test` (unit, corpus and integration tests) and a
-# `cargo clippy`/`cargo fmt` check.
+# tests run against (Debian's prometheus for promtool and the parity suite,
+# prometheus-node-exporter, victoria-metrics), then `cargo test` (unit, corpus and
+# integration tests) and a `cargo clippy`/`cargo fmt` check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
 [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 if [ ${#need[@]} -gt 0 ]; then

@@ -93,17 +93,18 @@ impl SeriesCache {
     /// appended; `flush` is true when it succeeded with a non-empty body. `old_prev` and
     /// `new_prev` are the target's tracked series before and after it.
     pub fn finish(&mut self, seen: &[u64], flush: bool, old_prev: &[u64], new_prev: &[u64]) {
-        let kept = if flush {
+        if flush {
+            // The steady state: what the scrape saw is what it tracked; nothing to keep.
             self.flushed_len = seen.len();
+            self.cached = (seen != new_prev).then(|| seen.into());
+            return;
+        }
+        let all = union(self.entries(old_prev), seen);
+        let kept = if all.len() > 2 * self.flushed_len + FORCED_FLUSH_SLACK {
+            // Prometheus keeps what this scrape saw and leaves the flushed size alone.
             seen.to_vec()
         } else {
-            let all = union(self.entries(old_prev), seen);
-            if all.len() > 2 * self.flushed_len + FORCED_FLUSH_SLACK {
-                // Prometheus keeps what this scrape saw and leaves the flushed size alone.
-                seen.to_vec()
-            } else {
-                all
-            }
+            all
         };
         self.cached = (kept.as_slice() != new_prev).then(|| kept.into_boxed_slice());
     }

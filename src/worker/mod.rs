@@ -473,7 +473,9 @@ pub fn process_scrape(
                     } else if x.explicit_timestamp && x.timestamp > max_ts {
                         tally.out_of_bounds += 1;
                         true
-                    } else if floors.get(&x.hash).is_some_and(|f| x.timestamp < *f) {
+                    } else if !floors.is_empty()
+                        && floors.get(&x.hash).is_some_and(|f| x.timestamp < *f)
+                    {
                         tally.out_of_order += 1;
                         true
                     } else {
