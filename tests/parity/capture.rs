@@ -157,7 +157,7 @@ pub fn scrapewheel_stream(data: &Path) -> Vec<Captured> {
 /// the StaleNaN bit pattern that JSON cannot carry.
 fn parse_jsonl(line: &str) -> Captured {
     let v: serde_json::Value = serde_json::from_str(line).expect("export line is JSON");
-    let mut labels: Vec<(String, String)> = v["labels"]
+    let labels: Vec<(String, String)> = v["labels"]
         .as_object()
         .expect("labels object")
         .iter()
@@ -165,7 +165,6 @@ fn parse_jsonl(line: &str) -> Captured {
         .collect::<BTreeMap<_, _>>()
         .into_iter()
         .collect();
-    labels.sort();
     let raw = line
         .split_once("\"value\":")
         .and_then(|(_, rest)| rest.split_once(",\"timestamp_ms\""))
