@@ -215,8 +215,8 @@ pub struct Scratch {
     vanished: Vec<u64>,
     /// Samples written with an explicit timestamp: (series, timestamp).
     explicit: Vec<(u64, i64)>,
-    /// Samples not written (limit, out of bounds, out of order): (series, explicit).
-    rejected: Vec<(u64, bool)>,
+    /// Series of samples dropped as out of bounds or out of order.
+    rejected: Vec<u64>,
     /// Series written, sorted (when that differs from `cur`).
     acc: Vec<u64>,
     /// Series looked up in or added to the scrape cache, sorted.
@@ -468,9 +468,12 @@ pub fn process_scrape(
                     if sample_limit > 0 && attempts > sample_limit {
                         limit_hit = true;
                     }
-                    let rejected_now = if limit_hit {
-                        true
-                    } else if x.explicit_timestamp && x.timestamp > max_ts {
+                    if limit_hit {
+                        // Not written, not tracked, and (as the scrape fails) nothing the
+                        // cache needs: a failed scrape only adds what it saw.
+                        return Ok(());
+                    }
+                    let rejected_now = if x.explicit_timestamp && x.timestamp > max_ts {
                         tally.out_of_bounds += 1;
                         true
                     } else if !floors.is_empty()
@@ -482,7 +485,7 @@ pub fn process_scrape(
                         false
                     };
                     if rejected_now {
-                        rejected.push((x.hash, x.explicit_timestamp));
+                        rejected.push(x.hash);
                         return Ok(());
                     }
                     if x.explicit_timestamp {
@@ -600,7 +603,7 @@ fn settle_cache(s: &mut Scratch, state: &mut ScrapeState, flush: bool) -> u64 {
         &s.acc
     };
     let added = state.cache.count_missing(&state.prev, appended);
-    // A rejected sample of a cached series still refreshes its cache entry (it was looked
+    // A dropped sample of a cached series still refreshes its cache entry (it was looked
     // up); one of a new series is neither cached nor tracked (Prometheus 3.7+).
     let looked_up: &[u64] = if s.rejected.is_empty() {
         appended
@@ -610,7 +613,7 @@ fn settle_cache(s: &mut Scratch, state: &mut ScrapeState, flush: bool) -> u64 {
         s.looked_up.extend(
             s.rejected
                 .iter()
-                .map(|(h, _)| *h)
+                .copied()
                 .filter(|h| state.cache.contains(&state.prev, *h)),
         );
         s.looked_up.sort_unstable();
