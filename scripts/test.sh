@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of scrapewheel on a fresh machine: installs the peers the integration
-# tests run against (Debian's prometheus for promtool and as a remote-write receiver,
-# prometheus-node-exporter, victoria-metrics as a receiver and for vmagent, dnsmasq for
-# dns_sd, chromium for the /targets page, openssl for test certificates), then
+# tests run against (Debian's prometheus for promtool, the parity suite and as a
+# remote-write receiver, prometheus-node-exporter, victoria-metrics as a receiver and for
+# vmagent, dnsmasq for dns_sd, chromium for the /targets page, openssl for test
+# certificates), then
 # `cargo test` (unit, corpus and integration tests, and a smoke run of each bench) and a
 # `cargo clippy`/`cargo fmt` check.
 set -euo pipefail

@@ -159,12 +159,14 @@ pub fn scrape_url(labels: &LabelSet, cfg: &ScrapeConfig) -> String {
         }
     }
     params.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut url = format!(
-        "{}://{}{}",
-        labels.get_or_empty(SCHEME),
-        labels.get_or_empty(ADDRESS),
-        labels.get_or_empty(METRICS_PATH)
-    );
+    let address = labels.get_or_empty(ADDRESS);
+    let path = labels.get_or_empty(METRICS_PATH);
+    let mut url = format!("{}://{address}", labels.get_or_empty(SCHEME));
+    // As Go's url.URL.String(): a path that does not start with '/' gets one.
+    if !path.is_empty() && !path.starts_with('/') && !address.is_empty() {
+        url.push('/');
+    }
+    path_escape(&mut url, path);
     let mut first = true;
     for (k, vals) in &params {
         for v in vals {
@@ -178,6 +180,13 @@ pub fn scrape_url(labels: &LabelSet, cfg: &ScrapeConfig) -> String {
     url
 }
 
+fn percent(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(HEX[(b >> 4) as usize] as char);
+    out.push(HEX[(b & 15) as usize] as char);
+}
+
 /// Go's `url.QueryEscape`: unreserved bytes stay, space becomes `+`, the rest `%XX`.
 fn query_escape(out: &mut String, s: &str) {
     for b in s.bytes() {
@@ -186,12 +195,37 @@ fn query_escape(out: &mut String, s: &str) {
                 out.push(b as char)
             }
             b' ' => out.push('+'),
-            b => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(HEX[(b >> 4) as usize] as char);
-                out.push(HEX[(b & 15) as usize] as char);
-            }
+            b => percent(out, b),
+        }
+    }
+}
+
+/// Go's `url.URL.EscapedPath` for a path given unescaped (`__metrics_path__`): unreserved
+/// bytes and `$&+,/:;=@` stay, everything else (space, `%`, `?`, non-ASCII) becomes `%XX`.
+fn path_escape(out: &mut String, path: &str) {
+    if path == "*" {
+        out.push('*');
+        return;
+    }
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'~'
+            | b'$'
+            | b'&'
+            | b'+'
+            | b','
+            | b'/'
+            | b':'
+            | b';'
+            | b'='
+            | b'@' => out.push(b as char),
+            b => percent(out, b),
         }
     }
 }
@@ -374,6 +408,21 @@ pub(crate) mod tests {
             scrape_url(&l, &cfg),
             "http://h:1/metrics?a=x+y&module=if_mib&module=second"
         );
+    }
+
+    #[test]
+    fn metrics_path_is_escaped_as_go_does() {
+        let cfg = job("");
+        let mut l = active(populate(&addr("h:1"), &LabelSet::new(), &cfg).expect("ok"));
+        l.set(METRICS_PATH, "/a path/ü?%x$&+,:;=@~");
+        assert_eq!(
+            scrape_url(&l, &cfg),
+            "http://h:1/a%20path/%C3%BC%3F%25x$&+,:;=@~"
+        );
+        l.set(METRICS_PATH, "no/slash");
+        assert_eq!(scrape_url(&l, &cfg), "http://h:1/no/slash");
+        l.set(METRICS_PATH, "");
+        assert_eq!(scrape_url(&l, &cfg), "http://h:1");
     }
 
     #[test]

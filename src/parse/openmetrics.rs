@@ -154,7 +154,6 @@ impl<'a> Parser<'a> {
         let Some(name) = name else {
             return fail(start, ParseErrorKind::MissingMetricName);
         };
-        self.check_duplicate_labels()?;
 
         let (value, mut p) = self.om_number(p, "metric")?;
         let value = match parse_value(value) {
@@ -188,6 +187,9 @@ impl<'a> Parser<'a> {
                 return fail(p, kind);
             }
         }
+        // Checked once the line is known to parse, as Prometheus finds a duplicate only
+        // when it appends the sample (after counting it as scraped).
+        self.check_duplicate_labels()?;
         self.cur_line += 1;
         self.pos = p + 1;
         Ok(Entry::Sample(Sample {

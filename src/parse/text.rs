@@ -149,7 +149,6 @@ impl<'a> Parser<'a> {
         let Some(name) = name else {
             return fail(start, ParseErrorKind::MissingMetricName);
         };
-        self.check_duplicate_labels()?;
 
         p = skip_blanks(b, p);
         let value_start = p;
@@ -209,6 +208,9 @@ impl<'a> Parser<'a> {
         } else if p < b.len() && b[p] != b'\n' {
             return fail(p, ParseErrorKind::ExpectedTimestamp(self.found_at(p)));
         }
+        // Checked once the line is known to parse, as Prometheus finds a duplicate only
+        // when it appends the sample (after counting it as scraped).
+        self.check_duplicate_labels()?;
         self.text_end_line(p);
         Ok(Entry::Sample(Sample {
             series: &self.src[start..series_end],

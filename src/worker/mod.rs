@@ -12,6 +12,7 @@
 //! hand (bounded by its timeout) and exits. A panic while scraping one target is caught,
 //! logged and counted; the worker carries on with the next job.
 
+pub mod cache;
 pub mod pipeline;
 pub mod state;
 
@@ -55,6 +56,8 @@ pub struct WorkerMetrics {
     pub exceeded_body_size_limit: Arc<Counter>,
     pub exceeded_label_limits: Arc<Counter>,
     pub duplicate_samples: Arc<Counter>,
+    pub out_of_order_samples: Arc<Counter>,
+    pub out_of_bounds_samples: Arc<Counter>,
     /// Workers in a scrape (or an end-of-run) right now.
     pub busy: Arc<Gauge>,
     pub workers: Arc<Gauge>,
@@ -164,6 +167,16 @@ impl WorkerMetrics {
                 "Samples dropped because the same series appeared twice in one scrape.",
                 &[],
             ),
+            out_of_order_samples: reg.counter(
+                "prometheus_target_scrapes_sample_out_of_order_total",
+                "Samples dropped because their series already has a newer sample.",
+                &[],
+            ),
+            out_of_bounds_samples: reg.counter(
+                "prometheus_target_scrapes_sample_out_of_bounds_total",
+                "Samples dropped because their timestamp is more than 10 minutes ahead.",
+                &[],
+            ),
         }
     }
 }
@@ -246,9 +259,19 @@ pub struct Scratch {
     old_body: Vec<u8>,
     batch: Vec<u8>,
     walker: Walker,
+    /// Series written this scrape without an explicit timestamp.
     seen: HashSetKeyed,
+    /// Series tracked for staleness this scrape.
     cur: Vec<u64>,
     vanished: Vec<u64>,
+    /// Samples written with an explicit timestamp: (series, timestamp).
+    explicit: Vec<(u64, i64)>,
+    /// Series of samples dropped as out of bounds or out of order.
+    rejected: Vec<u64>,
+    /// Series written, sorted (when that differs from `cur`).
+    acc: Vec<u64>,
+    /// Series looked up in or added to the scrape cache, sorted.
+    looked_up: Vec<u64>,
     /// This worker's handles on the interval-length summaries (a few intervals at most).
     intervals: Vec<(Duration, Arc<IntervalSummary>)>,
 }
@@ -365,6 +388,8 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     m.samples_appended.add(out.appended);
     m.stale_markers.add(out.stale_markers);
     m.duplicate_samples.add(out.duplicates);
+    m.out_of_order_samples.add(out.out_of_order);
+    m.out_of_bounds_samples.add(out.out_of_bounds);
     match &out.result {
         Ok(()) => {}
         Err(e) => {
@@ -451,13 +476,37 @@ pub struct ScrapeOutcome {
     pub series_added: u64,
     pub stale_markers: u64,
     pub duplicates: u64,
+    /// Samples older than their series' newest committed explicit timestamp.
+    pub out_of_order: u64,
+    /// Samples stamped more than 10 minutes after the scrape.
+    pub out_of_bounds: u64,
     pub duration_s: f64,
+}
+
+/// How far ahead of the scrape an explicit timestamp may be (Prometheus's
+/// `maxAheadTime`); later samples are dropped as out of bounds.
+const MAX_AHEAD_MS: i64 = 10 * 60 * 1000;
+
+/// Samples a scrape dropped without failing, by reason.
+#[derive(Default)]
+struct Tally {
+    duplicates: u64,
+    out_of_order: u64,
+    out_of_bounds: u64,
 }
 
 /// Everything after the HTTP request: walks the body in `s` (when `fetched` says there is
 /// one), diffs the series against the target's last scrape, writes staleness markers and
 /// the report series, and leaves the commit-ready batch in the scratch. A failure leaves
 /// only markers and the report (up=0) in the batch.
+///
+/// Per sample it does what Prometheus 3.x's append loop does (scrape/scrape.go): a
+/// sample past `sample_limit` (which counts every sample left after relabeling), stamped
+/// more than 10 minutes ahead, or older than its series' newest committed sample is not
+/// written; the scrape goes on, and only the limit fails it. A series the same body
+/// exposed before without a timestamp is not written twice. Only written samples are
+/// tracked for staleness, and which count as added follows Prometheus's scrape cache
+/// (`cache`).
 pub fn process_scrape(
     s: &mut Scratch,
     target: &Target,
@@ -472,36 +521,73 @@ pub fn process_scrape(
     s.seen.clear();
     s.cur.clear();
     s.vanished.clear();
+    s.explicit.clear();
+    s.rejected.clear();
     let mut info = BatchInfo::default();
     let mut stats = WalkStats::default();
-    let mut duplicates = 0u64;
+    let mut tally = Tally::default();
     let mut format = Format::PromText;
+    let body_walked = matches!(fetched, Ok(Some(_)));
+    let track_explicit = cfg.track_timestamps_staleness;
     let result = match fetched {
         Err(e) => Err(e),
         Ok(None) => Ok(()),
         Ok(Some(f)) => {
             format = f;
             let sample_limit = cfg.sample_limit;
-            let track_explicit = cfg.track_timestamps_staleness;
+            let max_ts = ts.saturating_add(MAX_AHEAD_MS);
+            let mut attempts = 0u64;
             let mut limit_hit = false;
             let walked = {
-                let (batch, seen, cur, info) = (&mut s.batch, &mut s.seen, &mut s.cur, &mut info);
+                let ScrapeState {
+                    relabel_cache,
+                    ts_floor,
+                    ..
+                } = &mut *state;
+                let floors = &*ts_floor;
+                let (batch, seen, cur, explicit, rejected, info, tally) = (
+                    &mut s.batch,
+                    &mut s.seen,
+                    &mut s.cur,
+                    &mut s.explicit,
+                    &mut s.rejected,
+                    &mut info,
+                    &mut tally,
+                );
                 let mut emit = |x: Series<'_>| -> Result<(), ScrapeFailure> {
+                    attempts += 1;
+                    if sample_limit > 0 && attempts > sample_limit {
+                        limit_hit = true;
+                    }
                     if limit_hit {
+                        // Not written, not tracked, and (as the scrape fails) nothing the
+                        // cache needs: a failed scrape only adds what it saw.
                         return Ok(());
                     }
-                    if !x.explicit_timestamp || track_explicit {
-                        if !seen.insert(x.hash) {
-                            if !x.explicit_timestamp {
-                                duplicates += 1;
-                                return Ok(());
-                            }
-                        } else {
+                    let rejected_now = if x.explicit_timestamp && x.timestamp > max_ts {
+                        tally.out_of_bounds += 1;
+                        true
+                    } else if !floors.is_empty()
+                        && floors.get(&x.hash).is_some_and(|f| x.timestamp < *f)
+                    {
+                        tally.out_of_order += 1;
+                        true
+                    } else {
+                        false
+                    };
+                    if rejected_now {
+                        rejected.push(x.hash);
+                        return Ok(());
+                    }
+                    if x.explicit_timestamp {
+                        explicit.push((x.hash, x.timestamp));
+                        if track_explicit {
                             cur.push(x.hash);
                         }
-                    }
-                    if sample_limit > 0 && info.samples >= sample_limit {
-                        limit_hit = true;
+                    } else if seen.insert(x.hash) {
+                        cur.push(x.hash);
+                    } else {
+                        tally.duplicates += 1;
                         return Ok(());
                     }
                     wire::put_series(batch, x.labels, x.value, x.timestamp);
@@ -512,7 +598,7 @@ pub fn process_scrape(
                     &s.body,
                     format,
                     &walk_config(target, ts),
-                    &mut state.relabel_cache,
+                    relabel_cache,
                     &mut stats,
                     &mut emit,
                 )
@@ -531,14 +617,19 @@ pub fn process_scrape(
         s.batch.clear();
         info = BatchInfo::default();
     }
-    s.cur.sort_unstable();
-    let added = diff_sorted(&state.prev, &s.cur, &mut s.vanished);
+    let series_added = settle_cache(s, state, result.is_ok() && body_walked);
+    let new_tracked = diff_sorted(&state.prev, &s.cur, &mut s.vanished);
     let stale_markers = if s.vanished.is_empty() {
         0
     } else {
         write_stale_markers(s, state, target, ts, &mut info)
     };
-    if added > 0 && !s.body.is_empty() {
+    // After the markers: like Prometheus's out-of-order check, they compare with what was
+    // committed before this scrape.
+    if result.is_ok() {
+        raise_floors(s, state, ts);
+    }
+    if new_tracked > 0 && !s.body.is_empty() {
         // This body introduced a series: keep it so that series' labels can be recovered
         // when it vanishes.
         state.body = Some(StoredBody {
@@ -549,7 +640,7 @@ pub fn process_scrape(
             format,
         });
     }
-    if added > 0 || !s.vanished.is_empty() {
+    if new_tracked > 0 || !s.vanished.is_empty() {
         state.prev = s.cur.as_slice().into();
     }
     if state.prev.is_empty() {
@@ -562,7 +653,7 @@ pub fn process_scrape(
         duration_s,
         stats.scraped as f64,
         stats.post_relabel as f64,
-        added as f64,
+        series_added as f64,
     ];
     for (labels, v) in state.report_labels.iter().zip(values) {
         wire::put_series(&mut s.batch, labels, v, ts);
@@ -575,10 +666,72 @@ pub fn process_scrape(
         max_ts: info.max_ts,
         scraped: stats.scraped,
         post_relabel: stats.post_relabel,
-        series_added: added,
+        series_added,
         stale_markers,
-        duplicates,
+        duplicates: tally.duplicates,
+        out_of_order: tally.out_of_order,
+        out_of_bounds: tally.out_of_bounds,
         duration_s,
+    }
+}
+
+/// After a walk: sorts the tracked list in `s.cur`, counts the series new to the scrape
+/// cache, and moves the cache on (a flush when the scrape succeeded with a body).
+/// Returns `scrape_series_added`.
+fn settle_cache(s: &mut Scratch, state: &mut ScrapeState, flush: bool) -> u64 {
+    s.cur.sort_unstable();
+    s.cur.dedup();
+    // What the scrape appended; in the common case (no explicit timestamps) exactly the
+    // tracked list.
+    let appended: &[u64] = if s.explicit.is_empty() {
+        &s.cur
+    } else {
+        s.acc.clear();
+        s.acc.extend(s.seen.iter().copied());
+        s.acc.extend(s.explicit.iter().map(|(h, _)| *h));
+        s.acc.sort_unstable();
+        s.acc.dedup();
+        &s.acc
+    };
+    let added = state.cache.count_missing(&state.prev, appended);
+    // A dropped sample of a cached series still refreshes its cache entry (it was looked
+    // up); one of a new series is neither cached nor tracked (Prometheus 3.7+).
+    let looked_up: &[u64] = if s.rejected.is_empty() {
+        appended
+    } else {
+        s.looked_up.clear();
+        s.looked_up.extend_from_slice(appended);
+        s.looked_up.extend(
+            s.rejected
+                .iter()
+                .copied()
+                .filter(|h| state.cache.contains(&state.prev, *h)),
+        );
+        s.looked_up.sort_unstable();
+        s.looked_up.dedup();
+        &s.looked_up
+    };
+    state.cache.finish(looked_up, flush, &state.prev, &s.cur);
+    if flush && !state.ts_floor.is_empty() {
+        let (cache, prev) = (&state.cache, &s.cur);
+        state.ts_floor.retain(|h, _| cache.contains(prev, *h));
+    }
+    added
+}
+
+/// A committed scrape raises each explicit-timestamp series' floor to its newest sample
+/// (and keeps the floor of such a series current when it is scraped without one).
+fn raise_floors(s: &Scratch, state: &mut ScrapeState, ts: i64) {
+    for &(h, t) in &s.explicit {
+        let floor = state.ts_floor.entry(h).or_insert(t);
+        *floor = (*floor).max(t);
+    }
+    if !state.ts_floor.is_empty() {
+        for h in &s.seen {
+            if let Some(floor) = state.ts_floor.get_mut(h) {
+                *floor = (*floor).max(ts);
+            }
+        }
     }
 }
 
@@ -599,7 +752,13 @@ fn write_stale_markers(
     ts: i64,
     info: &mut BatchInfo,
 ) -> u64 {
-    let Some(stored) = &state.body else {
+    let ScrapeState {
+        body,
+        relabel_cache,
+        ts_floor,
+        ..
+    } = state;
+    let Some(stored) = body else {
         return 0;
     };
     s.old_body.clear();
@@ -614,10 +773,16 @@ fn write_stale_markers(
     let mut written = 0u64;
     let vanished = &s.vanished;
     let batch = &mut s.batch;
+    let floors = &*ts_floor;
     let mut emit = |x: Series<'_>| -> Result<(), ScrapeFailure> {
         if let Ok(i) = vanished.binary_search(&x.hash) {
             if !done[i] {
                 done[i] = true;
+                // A marker older than the series' newest sample would be out of order;
+                // Prometheus drops it silently.
+                if floors.get(&x.hash).is_some_and(|f| ts < *f) {
+                    return Ok(());
+                }
                 wire::put_series(batch, x.labels, wire::stale_nan(), ts);
                 info.note(ts);
                 written += 1;
@@ -630,7 +795,7 @@ fn write_stale_markers(
         &s.old_body,
         stored.format,
         &walk_config(target, ts),
-        &mut state.relabel_cache,
+        relabel_cache,
         &mut WalkStats::default(),
         &mut emit,
     );
@@ -659,6 +824,8 @@ fn end_of_run(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     state.prev = Box::new([]);
     state.body = None;
     state.relabel_cache = HashKeyed::default();
+    state.cache = cache::SeriesCache::default();
+    state.ts_floor = HashKeyed::default();
     drop(state);
     if info.samples > 0 {
         ctx.append
@@ -671,6 +838,140 @@ fn end_of_run(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::labels::{LabelSet, ADDRESS};
+
+    fn target(extra: &str) -> Target {
+        let cfg = crate::target::tests::job(extra);
+        let labels = LabelSet::from_pairs([(ADDRESS, "h:1"), ("instance", "h:1"), ("job", "j")]);
+        Target::new(
+            Arc::new(crate::pool::job_context(cfg)),
+            labels,
+            LabelSet::new(),
+        )
+    }
+
+    /// One scrape of `body` (None: the request failed) at `ts`: the batch as sorted
+    /// `name{labels} value@ts` lines without the target labels, and the outcome.
+    fn scrape(
+        s: &mut Scratch,
+        t: &Target,
+        body: Option<&str>,
+        ts: i64,
+    ) -> (Vec<String>, ScrapeOutcome) {
+        s.body.clear();
+        let fetched = match body {
+            None => Err(ScrapeFailure::Forced("down".into())),
+            Some("") => Ok(None),
+            Some(b) => {
+                s.body.extend_from_slice(b.as_bytes());
+                Ok(Some(Format::PromText))
+            }
+        };
+        let out = process_scrape(s, t, fetched, ts, Instant::now());
+        let mut lines = Vec::new();
+        wire::decode_write_request(&s.batch, |d| {
+            let name = d
+                .labels
+                .iter()
+                .find(|l| l.0 == "__name__")
+                .map_or("", |l| l.1);
+            if name == "scrape_duration_seconds" {
+                return;
+            }
+            let rest: Vec<String> = d
+                .labels
+                .iter()
+                .filter(|l| !matches!(l.0, "__name__" | "job" | "instance"))
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect();
+            let (v, at) = d.samples[0];
+            let v = if wire::is_stale_nan(v) {
+                "stale".to_string()
+            } else {
+                v.to_string()
+            };
+            let at = if at == ts {
+                String::new()
+            } else {
+                format!("@{at}")
+            };
+            lines.push(format!("{name}{{{}}} {v}{at}", rest.join(",")));
+        })
+        .expect("batch decodes");
+        lines.sort();
+        (lines, out)
+    }
+
+    fn find<'a>(lines: &'a [String], prefix: &str) -> Vec<&'a str> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .map(String::as_str)
+            .collect()
+    }
+
+    #[test]
+    fn series_added_follows_prometheus_scrape_cache() {
+        let (t, mut s) = (target(""), Scratch::default());
+        let (_, o) = scrape(&mut s, &t, Some("a 1\nb 1\n"), 1000);
+        assert_eq!(o.series_added, 2);
+        // Failed and empty scrapes mark the series stale but forget nothing: when the
+        // target recovers, nothing counts as added (as Prometheus reports it).
+        let (l, o) = scrape(&mut s, &t, None, 2000);
+        assert_eq!(find(&l, "a{}"), ["a{} stale"]);
+        assert_eq!((o.series_added, o.stale_markers), (0, 2));
+        let (_, o) = scrape(&mut s, &t, Some(""), 3000);
+        assert_eq!(o.series_added, 0);
+        let (l, o) = scrape(&mut s, &t, Some("a 1\nb 1\n"), 4000);
+        assert_eq!((o.series_added, find(&l, "up{}")[0]), (0, "up{} 1"));
+        // A series gone for a whole successful scrape is new again when it returns.
+        let (_, o) = scrape(&mut s, &t, Some("a 1\n"), 5000);
+        assert_eq!((o.series_added, o.stale_markers), (0, 1));
+        let (_, o) = scrape(&mut s, &t, Some("a 1\nb 1\n"), 6000);
+        assert_eq!(o.series_added, 1);
+    }
+
+    #[test]
+    fn samples_past_the_limit_are_not_tracked() {
+        let (t, mut s) = (target("sample_limit = 2\n"), Scratch::default());
+        scrape(&mut s, &t, Some("s1 1\ns2 1\n"), 1000);
+        let (l, o) = scrape(&mut s, &t, Some("s1 2\ns2 2\ns3 2\n"), 2000);
+        assert!(o.result.is_err());
+        assert_eq!((o.series_added, o.stale_markers), (0, 0), "{l:?}");
+        // s3 (new, past the limit) was never written, so it gets no marker when it goes.
+        let (_, o) = scrape(&mut s, &t, Some("s1 3\n"), 3000);
+        assert_eq!(o.stale_markers, 1);
+        // A cached series past the limit is not tracked either, so it is marked stale
+        // although still exposed, exactly as in Prometheus.
+        let (l, o) = scrape(&mut s, &t, Some("s3 4\ns2 4\ns1 4\n"), 4000);
+        assert!(o.result.is_err());
+        let series: Vec<&String> = l.iter().filter(|l| !l.starts_with("scrape_")).collect();
+        assert_eq!(series, ["s1{} stale", "up{} 0"]);
+        // s3 and s2 were appended (under the limit) and were not cached: they count.
+        assert_eq!((o.post_relabel, o.series_added), (3, 2));
+    }
+
+    #[test]
+    fn explicit_timestamps_are_bounded_and_ordered() {
+        let (t, mut s) = (target(""), Scratch::default());
+        let ahead = 1_000_000 + MAX_AHEAD_MS;
+        let body = format!("far 1 {}\nedge 1 {ahead}\nn 1 5000\nplain 1\n", ahead + 1);
+        let (l, o) = scrape(&mut s, &t, Some(&body), 1_000_000);
+        assert_eq!(o.out_of_bounds, 1);
+        assert!(find(&l, "far").is_empty() && find(&l, "edge").len() == 1);
+        // Explicitly stamped series are new to the cache like any other.
+        assert_eq!(o.series_added, 3);
+        let (l, o) = scrape(&mut s, &t, Some("n 2 4000\nplain 2\n"), 1_001_000);
+        assert_eq!(o.out_of_order, 1);
+        assert!(find(&l, "n{}").is_empty());
+        let (l, o) = scrape(&mut s, &t, Some("n 3 5000\nplain 3\n"), 1_002_000);
+        assert_eq!((o.out_of_order, find(&l, "n{}")), (0, vec!["n{} 3@5000"]));
+        assert!(o.result.is_ok());
+        // A tracked series that turns up stamped ahead is no longer tracked: its marker
+        // goes out at the scrape time, checked against what was committed before.
+        let (l, _) = scrape(&mut s, &t, Some("n 4 5000\nplain 4 1063000\n"), 1_003_000);
+        assert_eq!(find(&l, "plain"), ["plain{} 4@1063000", "plain{} stale"]);
+    }
 
     #[test]
     fn timestamp_snaps_to_slot_within_tolerance() {

@@ -8,7 +8,7 @@
 //! `exported_` rename needs the per-worker arena, and label bytes go to a reused buffer.
 
 use crate::labels::{Label, LabelSet, METRIC_NAME};
-use crate::parse::{self, Entry, Format, MetricType, ParseError, RawLabel, RawStr};
+use crate::parse::{self, Entry, Format, MetricType, ParseError, ParseErrorKind, RawLabel, RawStr};
 use crate::relabel;
 use crate::scrape::ScrapeError;
 use crate::wire;
@@ -169,6 +169,8 @@ impl Walker {
         self.arena.clear();
         scraped.clear();
         out.clear();
+        // Names of empty-valued labels; allocates only when there are some.
+        let mut empty: Vec<Str<'a>> = Vec::new();
         let name = self.intern(name);
         scraped.push(LRef {
             name: Str::Borrowed(METRIC_NAME),
@@ -192,6 +194,11 @@ impl Walker {
                 }
             }
             if resolve(value, &self.arena).is_empty() {
+                // An empty value is no label, but under honor_labels it still keeps the
+                // target's label of that name away, as in Prometheus (`lset.Has`).
+                if honor_labels {
+                    empty.push(lname);
+                }
                 continue;
             }
             scraped.push(LRef { name: lname, value });
@@ -217,7 +224,10 @@ impl Walker {
                     i += 1;
                 }
                 std::cmp::Ordering::Greater => {
-                    out.push(from_target(&target[j]));
+                    let t = &target[j];
+                    if !(honor_labels && empty.iter().any(|e| resolve(*e, arena) == t.name)) {
+                        out.push(from_target(t));
+                    }
                     j += 1;
                 }
                 std::cmp::Ordering::Equal if honor_labels => {
@@ -290,7 +300,19 @@ impl Walker {
         let target = cfg.target_labels.as_slice();
         let scrape_ts = cfg.scrape_ts;
         let mut family = MetricType::Unknown;
-        while let Some(entry) = parser.next()? {
+        loop {
+            let entry = match parser.next() {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(e) => {
+                    // Prometheus parses a sample with a repeated label name and fails only
+                    // when appending it, so it counts as scraped.
+                    if matches!(e.kind, ParseErrorKind::DuplicateLabel(_)) {
+                        stats.scraped += 1;
+                    }
+                    return Err(e.into());
+                }
+            };
             let s = match entry {
                 Entry::Sample(s) => s,
                 Entry::Type { kind, .. } => {
@@ -304,7 +326,7 @@ impl Walker {
                 Some(t) if cfg.honor_timestamps => (t, true),
                 _ => (scrape_ts, false),
             };
-            let value = wire::normalize_nan(s.value);
+            let value = normalize_value(s.value);
             if !cfg.metric_relabel.is_empty() {
                 let key = xxh3_64(s.series.as_bytes());
                 if let Some(hit) = cache.get(&key) {
@@ -403,6 +425,18 @@ impl Walker {
             })?;
         }
         Ok(())
+    }
+}
+
+/// A parsed value as Prometheus's remote write delivers it: every NaN becomes the one
+/// normal NaN (so a target can never send a staleness marker), and -0 becomes 0, because
+/// protobuf leaves a zero `double` out of the message and the receiver reads +0.
+#[inline]
+pub fn normalize_value(v: f64) -> f64 {
+    if v == 0.0 {
+        0.0
+    } else {
+        wire::normalize_nan(v)
     }
 }
 
@@ -645,6 +679,44 @@ mod tests {
             run("m 1\n", &target(), &c),
             Err(ScrapeFailure::MissingMetricName { .. })
         ));
+    }
+
+    #[test]
+    fn honor_labels_empty_scraped_label_keeps_target_label_out() {
+        let c = WalkConfig {
+            honor_labels: true,
+            ..cfg()
+        };
+        let got = run("m{job=\"\",a=\"1\"} 1\n", &target(), &c).expect("ok");
+        assert_eq!(got, ["{__name__=m,a=1,instance=h:1} 1 @1000"]);
+        // Without honor_labels an empty value is no conflict: the target label is set.
+        let got = run("m{job=\"\"} 1\n", &target(), &cfg()).expect("ok");
+        assert_eq!(got, ["{__name__=m,instance=h:1,job=j} 1 @1000"]);
+    }
+
+    #[test]
+    fn a_sample_with_a_repeated_label_counts_as_scraped() {
+        let mut w = Walker::default();
+        let mut stats = WalkStats::default();
+        let r = w.walk(
+            b"ok 1\nm{a=\"1\",a=\"2\"} 2\nnever 3\n",
+            Format::PromText,
+            &cfg(),
+            &mut HashKeyed::default(),
+            &mut stats,
+            &mut |_| Ok(()),
+        );
+        assert!(matches!(r, Err(ScrapeFailure::Parse(_))));
+        assert_eq!(stats.scraped, 2);
+    }
+
+    #[test]
+    fn negative_zero_becomes_zero() {
+        assert_eq!(normalize_value(-0.0).to_bits(), 0.0f64.to_bits());
+        assert_eq!(normalize_value(-1.5), -1.5);
+        assert_eq!(normalize_value(f64::NAN).to_bits(), wire::NORMAL_NAN_BITS);
+        let got = run("z -0\n", &LabelSet::new(), &cfg()).expect("ok");
+        assert_eq!(got, ["{__name__=z} 0 @1000"]);
     }
 
     #[test]

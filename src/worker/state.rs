@@ -6,10 +6,16 @@
 //! - the last body that introduced a new series, snappy-compressed (typically 15–25 bytes
 //!   per series) — re-parsed only when a series vanishes, to recover its labels for the
 //!   staleness marker, so no per-series label cache is needed;
+//! - Prometheus's scrape cache as far as it shows in the output (`cache`): nothing beyond
+//!   the list above while scrapes succeed;
+//! - the newest timestamp committed for series exposed with explicit timestamps
+//!   (`ts_floor`), so a sample older than that is dropped as out of order, as Prometheus
+//!   drops it, rather than sent to receivers that would reject it;
 //! - the report series' label bytes, encoded once per target;
 //! - for jobs with metric_relabel_configs only, a cache of relabel results keyed by a
 //!   hash of the raw series text (relabeling is the one step worth caching).
 
+use super::cache::SeriesCache;
 use crate::labels::{LabelSet, METRIC_NAME};
 use crate::parse::Format;
 use crate::wire;
@@ -50,6 +56,11 @@ pub struct ScrapeState {
     pub prev: Box<[u64]>,
     /// Covers at least every series in `prev`.
     pub body: Option<StoredBody>,
+    /// Which series Prometheus's scrape cache would hold (for `scrape_series_added`).
+    pub cache: SeriesCache,
+    /// Series that carried explicit timestamps: the newest timestamp committed. Entries
+    /// leave with their series' cache entry.
+    pub ts_floor: HashKeyed<i64>,
     pub report_labels: [Box<[u8]>; 5],
     pub relabel_cache: HashKeyed<Cached>,
     /// Size of the last body, to presize the next read.
@@ -73,6 +84,8 @@ impl ScrapeState {
         ScrapeState {
             prev: Box::new([]),
             body: None,
+            cache: SeriesCache::default(),
+            ts_floor: HashKeyed::default(),
             report_labels,
             relabel_cache: HashKeyed::default(),
             body_hint: 0,
@@ -91,6 +104,8 @@ impl ScrapeState {
             })
             .sum();
         self.prev.len() * 8
+            + self.cache.heap_bytes()
+            + self.ts_floor.len() * 24
             + self.body.as_ref().map_or(0, |b| b.snappy.len())
             + self.report_labels.iter().map(|l| l.len()).sum::<usize>()
             + cache

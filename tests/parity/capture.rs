@@ -1,0 +1,185 @@
+//! What each agent sent, as one ordered stream of samples per agent.
+//!
+//! Prometheus's side: a remote-write receiver on loopback ("parity-receiver" thread) that
+//! decodes every request (snappy block format, then the `WriteRequest` protobuf with
+//! scrapewheel's own decoder) and appends its samples in arrival order. With one shard,
+//! arrival order is Prometheus's commit order.
+//!
+//! scrapewheel's side: [`scrapewheel_stream`], which reads its spool back through
+//! `scrapewheel export --format jsonl` (spool order is commit order per target). Once
+//! scrapewheel remote-writes, pointing it at a second [`Receiver`] and replacing that one
+//! function is the whole change.
+
+use scrapewheel::wire;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// One sample as sent: labels sorted by name, the exact value bits, the timestamp.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Captured {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    pub ts: i64,
+}
+
+impl Captured {
+    pub fn name(&self) -> &str {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == "__name__")
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// A remote-write receiver that keeps every sample it is sent.
+pub struct Receiver {
+    pub url: String,
+    samples: Arc<Mutex<Vec<Captured>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("receiver listens");
+        let url = format!(
+            "http://{}/api/v1/write",
+            server.server_addr().to_ip().expect("ip listener")
+        );
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, e, st) = (samples.clone(), errors.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("parity-receiver".into())
+            .spawn(move || {
+                while !st.load(Ordering::SeqCst) {
+                    let Ok(Some(mut req)) = server.recv_timeout(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let mut body = Vec::new();
+                    let status = match std::io::Read::read_to_end(req.as_reader(), &mut body)
+                        .map_err(|e| e.to_string())
+                        .and_then(|_| decode(&body).map_err(|err| err.to_string()))
+                    {
+                        Ok(batch) => {
+                            s.lock().expect("samples").extend(batch);
+                            204
+                        }
+                        Err(err) => {
+                            e.lock().expect("errors").push(err);
+                            400
+                        }
+                    };
+                    let _ = req.respond(tiny_http::Response::empty(status));
+                }
+            })
+            .expect("spawn receiver");
+        Receiver {
+            url,
+            samples,
+            errors,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn samples(&self) -> Vec<Captured> {
+        self.samples.lock().expect("samples").clone()
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().expect("errors").clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Decodes one remote-write request body.
+fn decode(body: &[u8]) -> Result<Vec<Captured>, String> {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| format!("snappy: {e}"))?;
+    let mut out = Vec::new();
+    wire::decode_write_request(&raw, |series| {
+        let mut labels: Vec<(String, String)> = series
+            .labels
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        labels.sort();
+        for (value, ts) in &series.samples {
+            out.push(Captured {
+                labels: labels.clone(),
+                value: *value,
+                ts: *ts,
+            });
+        }
+    })
+    .map_err(|e| format!("protobuf: {e}"))?;
+    Ok(out)
+}
+
+/// Everything scrapewheel has spooled in `data`, in spool order.
+pub fn scrapewheel_stream(data: &Path) -> Vec<Captured> {
+    let out = Command::new(env!("CARGO_BIN_EXE_scrapewheel"))
+        .args(["export", "--format", "jsonl", "--data"])
+        .arg(data)
+        .output()
+        .expect("run scrapewheel export");
+    assert!(
+        out.status.success(),
+        "scrapewheel export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("export is UTF-8")
+        .lines()
+        .map(parse_jsonl)
+        .collect()
+}
+
+/// One export line. The value is re-read from its text with Rust's exact float parser
+/// (serde_json's default float parsing may be off by an ulp), and `"stale":true` restores
+/// the StaleNaN bit pattern that JSON cannot carry.
+fn parse_jsonl(line: &str) -> Captured {
+    let v: serde_json::Value = serde_json::from_str(line).expect("export line is JSON");
+    let labels: Vec<(String, String)> = v["labels"]
+        .as_object()
+        .expect("labels object")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("label value").to_string()))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect();
+    let raw = line
+        .split_once("\"value\":")
+        .and_then(|(_, rest)| rest.split_once(",\"timestamp_ms\""))
+        .map(|(value, _)| value)
+        .expect("value field");
+    let value = match raw {
+        "\"NaN\"" if v["stale"].as_bool() == Some(true) => wire::stale_nan(),
+        "\"NaN\"" => f64::from_bits(wire::NORMAL_NAN_BITS),
+        "\"+Inf\"" => f64::INFINITY,
+        "\"-Inf\"" => f64::NEG_INFINITY,
+        num => num.parse().expect("numeric value"),
+    };
+    Captured {
+        labels,
+        value,
+        ts: v["timestamp_ms"].as_i64().expect("timestamp"),
+    }
+}
