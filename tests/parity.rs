@@ -171,8 +171,13 @@ fn run(prometheus: &std::path::Path, cases: &[Case]) -> usize {
             .spawn()
             .expect("start prometheus"),
     );
-    let mut sw = common::Agent::start(dir.path(), &config::scrapewheel(cases, &addrs));
-    let sw_data = dir.path().join("data");
+    // scrapewheel remote-writes to a capture receiver of its own, the same kind as
+    // Prometheus's.
+    let sw_receiver = Receiver::start();
+    let mut sw = common::Agent::start(
+        dir.path(),
+        &config::scrapewheel(cases, &addrs, &sw_receiver.url),
+    );
 
     // Wait until both agents have delivered every case's scrapes.
     let wait_start = Instant::now();
@@ -185,7 +190,7 @@ fn run(prometheus: &std::path::Path, cases: &[Case]) -> usize {
             return cases.len();
         }
         p = compare::segment(&receiver.samples());
-        s = compare::segment(&capture::scrapewheel_stream(&sw_data));
+        s = compare::segment(&sw_receiver.samples());
         let pending: Vec<&str> = cases
             .iter()
             .filter(|c| !compare::complete(c, &p) || !compare::complete(c, &s))
@@ -226,9 +231,16 @@ fn run(prometheus: &std::path::Path, cases: &[Case]) -> usize {
         eprintln!("{TEST_NAME}: scrapewheel exited {code}:\n{}", sw.stderr());
         return cases.len();
     }
-    s = compare::segment(&capture::scrapewheel_stream(&sw_data));
+    s = compare::segment(&sw_receiver.samples());
     drop(prom);
     drop(servers);
+    if !sw_receiver.errors().is_empty() {
+        eprintln!(
+            "{TEST_NAME}: undecodable remote-write requests from scrapewheel: {:?}",
+            sw_receiver.errors()
+        );
+        return cases.len();
+    }
     if !receiver.errors().is_empty() {
         eprintln!(
             "{TEST_NAME}: undecodable remote-write requests: {:?}",

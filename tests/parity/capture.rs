@@ -1,19 +1,10 @@
-//! What each agent sent, as one ordered stream of samples per agent.
-//!
-//! Prometheus's side: a remote-write receiver on loopback ("parity-receiver" thread) that
-//! decodes every request (snappy block format, then the `WriteRequest` protobuf with
-//! scrapewheel's own decoder) and appends its samples in arrival order. With one shard,
-//! arrival order is Prometheus's commit order.
-//!
-//! scrapewheel's side: [`scrapewheel_stream`], which reads its spool back through
-//! `scrapewheel export --format jsonl` (spool order is commit order per target). Once
-//! scrapewheel remote-writes, pointing it at a second [`Receiver`] and replacing that one
-//! function is the whole change.
+//! What each agent sent, as one ordered stream of samples per agent: each agent
+//! remote-writes to its own receiver on loopback ("parity-receiver" thread) that decodes
+//! every request (snappy block format, then the `WriteRequest` protobuf with
+//! scrapewheel's own decoder) and appends its samples in arrival order. With one shard
+//! (Prometheus) or one sender (scrapewheel), arrival order is commit order.
 
 use scrapewheel::wire;
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -131,55 +122,4 @@ fn decode(body: &[u8]) -> Result<Vec<Captured>, String> {
     })
     .map_err(|e| format!("protobuf: {e}"))?;
     Ok(out)
-}
-
-/// Everything scrapewheel has spooled in `data`, in spool order.
-pub fn scrapewheel_stream(data: &Path) -> Vec<Captured> {
-    let out = Command::new(env!("CARGO_BIN_EXE_scrapewheel"))
-        .args(["export", "--format", "jsonl", "--data"])
-        .arg(data)
-        .output()
-        .expect("run scrapewheel export");
-    assert!(
-        out.status.success(),
-        "scrapewheel export failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("export is UTF-8")
-        .lines()
-        .map(parse_jsonl)
-        .collect()
-}
-
-/// One export line. The value is re-read from its text with Rust's exact float parser
-/// (serde_json's default float parsing may be off by an ulp), and `"stale":true` restores
-/// the StaleNaN bit pattern that JSON cannot carry.
-fn parse_jsonl(line: &str) -> Captured {
-    let v: serde_json::Value = serde_json::from_str(line).expect("export line is JSON");
-    let labels: Vec<(String, String)> = v["labels"]
-        .as_object()
-        .expect("labels object")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().expect("label value").to_string()))
-        .collect::<BTreeMap<_, _>>()
-        .into_iter()
-        .collect();
-    let raw = line
-        .split_once("\"value\":")
-        .and_then(|(_, rest)| rest.split_once(",\"timestamp_ms\""))
-        .map(|(value, _)| value)
-        .expect("value field");
-    let value = match raw {
-        "\"NaN\"" if v["stale"].as_bool() == Some(true) => wire::stale_nan(),
-        "\"NaN\"" => f64::from_bits(wire::NORMAL_NAN_BITS),
-        "\"+Inf\"" => f64::INFINITY,
-        "\"-Inf\"" => f64::NEG_INFINITY,
-        num => num.parse().expect("numeric value"),
-    };
-    Captured {
-        labels,
-        value,
-        ts: v["timestamp_ms"].as_i64().expect("timestamp"),
-    }
 }

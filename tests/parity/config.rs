@@ -80,7 +80,7 @@ pub fn prometheus(cases: &[Case], addrs: &[Vec<String>], receiver: &str) -> Stri
 
 /// scrapewheel's TOML: the same jobs, plus its own sections tuned for a quick test
 /// (targets synced 100ms after start, spool flushed every 200ms).
-pub fn scrapewheel(cases: &[Case], addrs: &[Vec<String>]) -> String {
+pub fn scrapewheel(cases: &[Case], addrs: &[Vec<String>], receiver: &str) -> String {
     let jobs: Vec<Value> = cases
         .iter()
         .zip(addrs)
@@ -97,6 +97,12 @@ pub fn scrapewheel(cases: &[Case], addrs: &[Vec<String>]) -> String {
         "engine": { "reload_throttle": "100ms" },
         "storage": { "flush_interval": "200ms" },
         "scrape_configs": jobs,
+        // One sender, like Prometheus's one shard above: samples arrive in commit order.
+        "remote_write": [{
+            "url": receiver,
+            "remote_timeout": "5s",
+            "queue_config": { "min_shards": 1, "max_shards": 1 },
+        }],
     });
     let value = toml::Value::try_from(&cfg).expect("json config converts to toml");
     toml::to_string(&value).expect("serialise scrapewheel config")
