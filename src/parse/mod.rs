@@ -46,6 +46,8 @@ mod text;
 mod corpus_tests;
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod test_util;
 
 use std::borrow::Cow;
 use std::fmt;

@@ -295,47 +295,15 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::{Entry, Format, MetricType, ParseError, ParseErrorKind, Parser, RawStr};
-
-    /// Every entry as a compact string, labels unescaped, or the error.
-    fn parse(body: &str) -> Result<Vec<String>, ParseError> {
-        let mut p = Parser::new(body.as_bytes(), Format::PromText)?;
-        let mut out = Vec::new();
-        while let Some(e) = p.next()? {
-            out.push(match e {
-                Entry::Sample(s) => {
-                    let labels: Vec<String> = p
-                        .labels()
-                        .iter()
-                        .map(|l| format!("{}={:?}", l.name.to_cow(), l.value.to_cow()))
-                        .collect();
-                    let ts = s.timestamp.map(|t| format!(" @{t}")).unwrap_or_default();
-                    format!(
-                        "{}{{{}}} {:?}{ts}",
-                        s.name.to_cow(),
-                        labels.join(","),
-                        s.value
-                    )
-                }
-                Entry::Help { name, text } => format!("help {name} {:?}", text.to_cow()),
-                Entry::Type { name, kind } => format!("type {name} {kind}"),
-                Entry::Unit { name, unit } => format!("unit {name} {unit}"),
-                Entry::Comment => "comment".to_owned(),
-            });
-        }
-        Ok(out)
-    }
+    use super::super::{Entry, Format, MetricType, ParseErrorKind, Parser, RawStr};
 
     fn ok(body: &str) -> Vec<String> {
-        parse(body).unwrap_or_else(|e| panic!("{body:?}: {e}"))
+        super::super::test_util::ok(body, Format::PromText)
     }
 
     /// The error's (line, column, kind).
     fn err(body: &str) -> (usize, usize, ParseErrorKind) {
-        match parse(body) {
-            Ok(v) => panic!("{body:?} parsed: {v:?}"),
-            Err(e) => (e.line, e.column, e.kind),
-        }
+        super::super::test_util::err(body, Format::PromText)
     }
 
     #[test]
