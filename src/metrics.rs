@@ -158,6 +158,32 @@ impl Registry {
         None
     }
 
+    /// Returns the metric `name{labels}` of type `T`, creating it on first use (a series
+    /// registered under another type is replaced).
+    fn shared<T: Default>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+        labels: &[(&str, &str)],
+        wrap: fn(Arc<T>) -> Metric,
+        unwrap: fn(&Metric) -> Option<&Arc<T>>,
+    ) -> Arc<T> {
+        let fresh = Arc::new(T::default());
+        let made = fresh.clone();
+        match self.register(
+            name,
+            help,
+            kind,
+            labels,
+            move || wrap(made),
+            |m| unwrap(m).map(|t| wrap(t.clone())),
+        ) {
+            Some(existing) => unwrap(&existing).cloned().unwrap_or(fresh),
+            None => fresh,
+        }
+    }
+
     /// Returns the counter `name{labels}`, creating it on first use.
     pub fn counter(
         &self,
@@ -165,22 +191,17 @@ impl Registry {
         help: &'static str,
         labels: &[(&str, &str)],
     ) -> Arc<Counter> {
-        let c = Arc::new(Counter::default());
-        let c2 = c.clone();
-        match self.register(
+        self.shared(
             name,
             help,
             Kind::Counter,
             labels,
-            move || Metric::Counter(c2),
+            Metric::Counter,
             |m| match m {
-                Metric::Counter(c) => Some(Metric::Counter(c.clone())),
+                Metric::Counter(c) => Some(c),
                 _ => None,
             },
-        ) {
-            Some(Metric::Counter(existing)) => existing,
-            _ => c,
-        }
+        )
     }
 
     /// Returns the gauge `name{labels}`, creating it on first use.
@@ -190,22 +211,17 @@ impl Registry {
         help: &'static str,
         labels: &[(&str, &str)],
     ) -> Arc<Gauge> {
-        let g = Arc::new(Gauge::default());
-        let g2 = g.clone();
-        match self.register(
+        self.shared(
             name,
             help,
             Kind::Gauge,
             labels,
-            move || Metric::Gauge(g2),
+            Metric::Gauge,
             |m| match m {
-                Metric::Gauge(g) => Some(Metric::Gauge(g.clone())),
+                Metric::Gauge(g) => Some(g),
                 _ => None,
             },
-        ) {
-            Some(Metric::Gauge(existing)) => existing,
-            _ => g,
-        }
+        )
     }
 
     /// Returns the summary `name{labels}` over its recent observations, creating it on
@@ -216,22 +232,17 @@ impl Registry {
         help: &'static str,
         labels: &[(&str, &str)],
     ) -> Arc<RecentSummary> {
-        let s = Arc::new(RecentSummary::default());
-        let s2 = s.clone();
-        match self.register(
+        self.shared(
             name,
             help,
             Kind::Summary,
             labels,
-            move || Metric::Recent(s2),
+            Metric::Recent,
             |m| match m {
-                Metric::Recent(s) => Some(Metric::Recent(s.clone())),
+                Metric::Recent(s) => Some(s),
                 _ => None,
             },
-        ) {
-            Some(Metric::Recent(existing)) => existing,
-            _ => s,
-        }
+        )
     }
 
     /// Registers a gauge computed at render time (replacing any previous one).
