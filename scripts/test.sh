@@ -35,4 +35,7 @@ fi
 export SCRAPEWHEEL_REQUIRE_PEERS=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --all-targets
+# Benches run once each in test mode (a smoke check that they still work); the unit,
+# corpus and integration tests run last so their summary closes the output.
+cargo test --locked --benches
+cargo test --locked
