@@ -38,4 +38,4 @@ cargo clippy --all-targets --locked -- -D warnings
 # Benches run once each in test mode (a smoke check that they still work); the unit,
 # corpus and integration tests run last so their summary closes the output.
 cargo test --locked --benches
-cargo test --locked
+cargo test --locked --lib --bins --tests
