@@ -1351,7 +1351,20 @@ fn engine(raw: &RawEngine) -> Result<EngineConfig> {
             DEFAULT_QUEUE_SIZE,
             1..=u64::MAX,
         )?,
-        memory_limit: size(&raw.memory_limit, "engine.memory_limit")?.unwrap_or(0),
+        memory_limit: match (
+            &raw.memory_limit,
+            size(&raw.memory_limit, "engine.memory_limit")?,
+        ) {
+            // Accepting a budget that nothing enforces would be a silent lie.
+            (Some(spanned), Some(n)) if n > 0 => {
+                return Err(invalid(
+                    spanned.span(),
+                    "engine.memory_limit",
+                    "engine.memory_limit is not enforced yet; leave it out or set it to 0",
+                ))
+            }
+            _ => 0,
+        },
     })
 }
 

@@ -663,17 +663,32 @@ fn web_and_cluster_values() {
 
 #[test]
 fn sizes_accept_integers_and_strings() {
-    let c = ok("[storage]\nretention_size = 4096\nsegment_size = \"1KiB\"\n[engine]\nmemory_limit = \"256MB\"\n");
+    let c = ok(
+        "[storage]\nretention_size = 4096\nsegment_size = \"1KiB\"\n[engine]\nmemory_limit = 0\n",
+    );
     assert_eq!(
         (c.storage.retention_size, c.storage.segment_size),
         (4096, 1024)
     );
-    assert_eq!(c.engine.memory_limit, 256 << 20);
+    assert_eq!(c.engine.memory_limit, 0);
     let c = ok("[storage]\nretention_size = \"0\"\nretention_time = \"0s\"\n");
     assert_eq!(
         (c.storage.retention_size, c.storage.retention_time),
         (0, Duration::ZERO)
     );
+}
+
+#[test]
+fn a_memory_limit_nothing_enforces_is_refused() {
+    let e = Config::from_str("[engine]\nmemory_limit = \"256MB\"\n", Path::new("m.toml"))
+        .err()
+        .expect("refused");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("m.toml:2:16: engine.memory_limit:"),
+        "{text}"
+    );
+    assert!(text.contains("not enforced yet"), "{text}");
 }
 
 // ---------------------------------------------------------------------------------------
