@@ -681,8 +681,7 @@ fn sizes_accept_integers_and_strings() {
 #[test]
 fn a_memory_limit_nothing_enforces_is_refused() {
     let e = Config::from_str("[engine]\nmemory_limit = \"256MB\"\n", Path::new("m.toml"))
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let text = e.to_string();
     assert!(
         text.starts_with("m.toml:2:16: engine.memory_limit:"),
