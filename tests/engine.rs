@@ -529,3 +529,43 @@ fn broken_reload_keeps_the_running_config() {
     );
     assert_eq!(agent.terminate(), 0);
 }
+
+#[test]
+fn sigint_and_the_quit_endpoint_drain_like_sigterm() {
+    let t = Target::start(Reply::text("m 1\n"));
+    for how in ["SIGINT", "/-/quit"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut agent = Agent::start(
+            dir.path(),
+            &config(&[&t.addr], "")
+                .replace("[storage]", "[web]\nenable_lifecycle = true\n[storage]"),
+        );
+        let n = t.hits();
+        wait_for("a scrape", Duration::from_secs(15), || t.hits() > n);
+        if how == "SIGINT" {
+            agent.signal(libc::SIGINT);
+        } else {
+            let http: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let resp = http
+                .post(format!("http://{}/-/quit", agent.listen))
+                .send_empty()
+                .expect("quit answered");
+            assert_eq!(resp.status().as_u16(), 200);
+        }
+        assert_eq!(
+            agent.wait(Duration::from_secs(30)),
+            0,
+            "{how}: {}",
+            agent.stderr()
+        );
+        assert!(agent.stderr().contains("shutdown complete"), "{how}");
+        let up = export_jsonl(&dir.path().join("data"), &["up"]);
+        assert!(
+            !up.is_empty(),
+            "{how}: the scrapes before it are in the spool"
+        );
+    }
+}
