@@ -245,14 +245,28 @@ class Sink:
 
 
 def jitter_and_missed(per_target, since, until, interval):
+    """Jitter and missed scrapes from each target's arrival times. Arrivals before `since`
+    (the end of the warm-up) only anchor the first gap; jitter comes from the gaps inside
+    [since, until]. A gap of k intervals is k-1 missed slots (those inside the window);
+    at the end, slots due more than half an interval before `until` with no request after
+    the last one are missed too."""
     devs, missed, extra = [], 0, 0
     for times in per_target.values():
         times.sort()
-        if not times:
+        before = [t for t in times if t < since]
+        inside = [t for t in times if since <= t <= until]
+        if not inside:
             missed += int((until - since) // interval)
             continue
-        missed += int((times[0] - since) // interval) + int((until - times[-1]) // interval)
-        for a, b in zip(times, times[1:]):
+        anchor = before[-1] if before else None
+        if anchor is not None:
+            gap = inside[0] - anchor
+            k = round(gap / interval)
+            missed += sum(1 for j in range(1, k) if anchor + j * gap / k >= since)
+        else:
+            missed += max(0, int((inside[0] - since - interval / 2) // interval))
+        missed += max(0, int((until - inside[-1] - interval / 2) // interval))
+        for a, b in zip(inside, inside[1:]):
             gap = b - a
             k = round(gap / interval)
             if k == 0:
@@ -267,6 +281,22 @@ def jitter_and_missed(per_target, since, until, interval):
             "gaps": len(devs), "missed_scrapes": missed, "extra_scrapes": extra}
 
 
+def check_jitter_and_missed():
+    """The arithmetic above on hand-made arrivals; run by --selftest."""
+    i = 10.0
+    perfect = {1: [95.0, 105.0, 115.0, 125.0], 2: [99.999, 110.001, 119.999, 129.999]}
+    r = jitter_and_missed(perfect, 100.0, 130.0, i)
+    assert r["missed_scrapes"] == 0 and r["extra_scrapes"] == 0, r
+    assert r["gaps"] == 4 and abs(r["jitter_ms_max"] - 2.0) < 1e-6, r
+    holes = {1: [95.0, 125.0], 2: [], 3: [101.0, 111.0]}
+    r = jitter_and_missed(holes, 100.0, 130.0, i)
+    # target 1: slots 105 and 115; target 2: three intervals; target 3: 121 (> 5 s before
+    # the end)
+    assert r["missed_scrapes"] == 2 + 3 + 1, r
+    r = jitter_and_missed({1: [100.5, 100.6, 110.5]}, 100.0, 130.0, i)
+    assert r["extra_scrapes"] == 1 and r["missed_scrapes"] == 1, r
+
+
 def run_agent(name, farm, args, interval_s, binaries, base):
     workdir = tempfile.mkdtemp(prefix=f"{name}-", dir=base)
     sink = Sink(binaries["sink"], workdir)
@@ -275,6 +305,7 @@ def run_agent(name, farm, args, interval_s, binaries, base):
     argv, metrics_url = agent_command(name, d, workdir, listen, binaries["scrapewheel"])
     log = os.path.join(workdir, "agent.log")
     load_before = loadavg()
+    farm_errors_before = len(farm.error_lines())
     proc = spawn(argv, log, cwd=workdir)
     result = {"agent": name, "targets": farm.targets, "series": farm.series, "gzip": farm.gzip,
               "interval": args.interval}
@@ -309,8 +340,20 @@ def run_agent(name, farm, args, interval_s, binaries, base):
     finally:
         code = stop(proc, timeout=60)
         sink.close()
-    per, bad, sent = farm.arrivals(t0, t1)
-    requests = sum(len(v) for v in per.values())
+    # Arrivals from before the window only anchor each target's first gap.
+    log = farm.requests(t0 - 3 * interval_s, t1)
+    per = {p: [] for p in farm.ports}
+    for t, port, status, *_ in log:
+        if status == 200:
+            per.setdefault(port, []).append(t)
+    window_log = [r for r in log if r[0] >= t0]
+    ok = [r for r in window_log if r[2] == 200]
+    bad = len(window_log) - len(ok)
+    sent = sum(r[3] for r in ok)
+    serve = sorted(r[4] for r in ok)
+    new_conns = sum(1 for r in ok if r[5] == 1)
+    farm_errors = farm.error_lines()[farm_errors_before:]
+    requests = len(ok)
     window = t1 - t0
     scraped = requests * farm.series
     cpu = cpu1 - cpu0
@@ -330,6 +373,14 @@ def run_agent(name, farm, args, interval_s, binaries, base):
         "rss_bytes_per_series": round(statistics.median(rss) / (farm.targets * (farm.series + 5)), 1),
         "threads": [min(threads), max(threads)],
         "exit_code": code,
+        # nginx's $request_time: how long answers took to hand over (a slow reader
+        # shows here); ms resolution.
+        "serve_ms_p99": round(serve[int(0.99 * (len(serve) - 1))] * 1000) if serve else None,
+        "serve_ms_max": round(serve[-1] * 1000) if serve else None,
+        # Share of scrapes that opened a new connection (1 = no keep-alive).
+        "new_connection_share": round(new_conns / requests, 3) if requests else None,
+        "farm_errors": len(farm_errors),
+        "farm_first_error": farm_errors[0] if farm_errors else None,
         "loadavg_before": load_before,
         "loadavg_after": load_after,
     })
@@ -397,11 +448,12 @@ def markdown(runs):
         if "error" in r:
             rows.append(f"| {scale} | {r['agent']} | failed: {r['error'].splitlines()[0]} |" + " |" * 9)
             continue
+        agent = r["agent"] + (f" (nginx errors: {r['farm_errors']})" if r.get("farm_errors") else "")
         sink = r["sink_samples_per_s"]
         jit = " / ".join(fmt(r[k], 2) for k in ("jitter_ms_p50", "jitter_ms_p99", "jitter_ms_max"))
         th = r["threads"]
         rows.append(
-            f"| {scale} | {r['agent']} | {fmt(r['cpu_s_per_million'], 2)} | {fmt(r['steady_rss_mib'], 1)} "
+            f"| {scale} | {agent} | {fmt(r['cpu_s_per_million'], 2)} | {fmt(r['steady_rss_mib'], 1)} "
             f"| {fmt(r['peak_rss_mib'], 1)} | {th[0] if th[0] == th[1] else f'{th[0]}–{th[1]}'} "
             f"| {fmt(sink) if not isinstance(sink, str) else sink} | {jit} | {r['missed_scrapes']} "
             f"| {fmt(r.get('cpu_vs_vmagent'), 2)} | {fmt(r.get('steady_rss_vs_vmagent'), 2)} "
@@ -484,7 +536,10 @@ def main(argv=None):
 
 
 def measure(args, agents, scales, interval_s):
+    # Also SIGINT: a shell starts background jobs with SIGINT ignored, and the rig must
+    # still be stoppable (and clean up) with kill -INT.
     signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, on_sigterm)
     built = (None, None) if args.binary and args.sink else build(args.profile)
     binaries = {"scrapewheel": os.path.abspath(args.binary or built[0]),
                 "sink": os.path.abspath(args.sink or built[1])}
@@ -525,6 +580,7 @@ def selftest(args):
             return 1
         print("bench selftest: skipped, nginx is not installed (Debian package nginx)", file=sys.stderr)
         return 0
+    check_jitter_and_missed()
     args.interval, args.timeout, args.warmup, args.window = "1s", None, 3.5, 8
     if args.profile == "release" and not args.binary:
         args.profile = "dev"

@@ -8,9 +8,10 @@ pre-compressed `<port>.prom.gz` is served by `gzip_static` to clients that accep
 
 nginx runs as its own instance (`nginx -p DIR -c nginx.conf -g 'daemon off;'`, one
 worker, pid and logs in DIR), never the system service. Its access log records, for every
-request, the time it was served, the port and the status; with Debian's
-libnginx-mod-http-perl the time has microsecond resolution (Time::HiRes), without it
-nginx's own `$msec` (milliseconds). `arrivals()` reads it back per target.
+request, the time it was served, the port, the status, the bytes sent, `$request_time`
+and `$connection_requests`; with Debian's libnginx-mod-http-perl the time has
+microsecond resolution (Time::HiRes), without it nginx's own `$msec` (milliseconds).
+`requests()` reads it back.
 
 Run alone it serves until Ctrl-C and prints the target addresses:
   scripts/nginx_farm.py --targets 100 --series 1000 [--gzip]
@@ -124,9 +125,12 @@ class NginxFarm:
         return bodies
 
     def _conf(self, bodies):
-        # Listening sockets take worker connections too; every target may hold one
-        # keep-alive connection per agent.
-        conns = 2 * self.targets + 512
+        # Listening sockets take worker connections too, and every target holds a
+        # keep-alive connection. When fewer than 1/16 of the connections are free, nginx
+        # closes idle keep-alive connections ("worker_connections are not enough, reusing
+        # connections"), which would make agents reconnect: keep a third spare. (No
+        # open_file_cache: its cached descriptors would count against the same limit.)
+        conns = 3 * self.targets + 1024
         lines = []
         if self.usec:
             lines.append(f"load_module {PERL_MODULE};")
@@ -145,10 +149,10 @@ class NginxFarm:
             lines += [
                 "  perl_require Time/HiRes.pm;",
                 "  perl_set $arrival 'sub { sprintf(\"%.6f\", Time::HiRes::time()) }';",
-                "  log_format arrivals '$arrival $server_port $status $bytes_sent';",
+                "  log_format arrivals '$arrival $server_port $status $bytes_sent $request_time $connection_requests';",
             ]
         else:
-            lines.append("  log_format arrivals '$msec $server_port $status $bytes_sent';")
+            lines.append("  log_format arrivals '$msec $server_port $status $bytes_sent $request_time $connection_requests';")
         lines += [
             "  access_log access.log arrivals buffer=256k flush=1s;",
             "  client_body_temp_path tmp; proxy_temp_path tmp; fastcgi_temp_path tmp;",
@@ -157,7 +161,6 @@ class NginxFarm:
             '  default_type "text/plain; version=0.0.4";',
             "  sendfile on; tcp_nopush on; tcp_nodelay on;",
             "  keepalive_timeout 300s; keepalive_requests 1000000;",
-            "  open_file_cache max=%d inactive=600s;" % (2 * self.targets + 16),
             "  server {",
         ]
         lines += [f"    listen 127.0.0.1:{p} backlog=64;" for p in self.ports]
@@ -174,7 +177,7 @@ class NginxFarm:
         nginx = nginx_binary()
         if nginx is None:
             raise FileNotFoundError("nginx not found (Debian package `nginx`)")
-        raise_nofile(2 * self.targets + 1024)
+        raise_nofile(3 * self.targets + 2048)
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         for attempt in range(3):
             self.ports = free_ports(self.targets)
@@ -232,31 +235,40 @@ class NginxFarm:
             self.proc.send_signal(signal.SIGUSR1)
             time.sleep(0.5)
 
-    def arrivals(self, since=None, until=None):
-        """({port: [served time, …]}, non-200 answers, bytes sent) for the requests
-        served in [since, until] (Unix seconds). Reads the whole log."""
+    def error_lines(self):
+        """nginx's error log lines of level warn and worse (e.g. `accept4() failed (24: Too
+        many open files)`, `worker_connections are not enough, reusing connections`), so a
+        farm that could not serve shows in the report."""
+        try:
+            with open(os.path.join(self.dir, "error.log"), errors="replace") as f:
+                return [l.rstrip() for l in f if any(k in l for k in ("[warn]", "[error]", "[crit]", "[alert]", "[emerg]"))]
+        except FileNotFoundError:
+            return []
+
+    def requests(self, since=None, until=None):
+        """[(arrival time, port, status, bytes sent, serve seconds, nth request on its
+        connection), …] of the requests
+        that arrived in [since, until] (Unix seconds), in log order. Reads the whole log.
+
+        nginx logs a request when its answer has been handed to the kernel; the arrival is
+        that time less `$request_time` (ms resolution), which is 0 when nginx read and
+        answered the request in one pass of its event loop, as it nearly always does."""
         self.flush_log()
-        per = {p: [] for p in self.ports}
-        bad = 0
-        sent = 0
+        out = []
         try:
             f = open(self.access_log)
         except FileNotFoundError:
-            return per, bad, sent
+            return out
         with f:
             for line in f:
                 parts = line.split()
-                if len(parts) < 3:
+                if len(parts) < 6:
                     continue
-                t = float(parts[0])
-                if (since is not None and t < since) or (until is not None and t > until):
-                    continue
-                if parts[2] != "200":
-                    bad += 1
-                    continue
-                per.setdefault(int(parts[1]), []).append(t)
-                sent += int(parts[3]) if len(parts) > 3 else 0
-        return per, bad, sent
+                took = float(parts[4])
+                t = float(parts[0]) - took
+                if (since is None or t >= since) and (until is None or t <= until):
+                    out.append((t, int(parts[1]), int(parts[2]), int(parts[3]), took, int(parts[5])))
+        return out
 
 
 def main():
