@@ -3,9 +3,9 @@
 # tests run against (Debian's prometheus for promtool, the parity suite and as a
 # remote-write receiver, prometheus-node-exporter, victoria-metrics as a receiver and for
 # vmagent, dnsmasq for dns_sd, chromium for the /targets page, openssl for test
-# certificates), then
-# `cargo test` (unit, corpus and integration tests, and a smoke run of each bench) and a
-# `cargo clippy`/`cargo fmt` check.
+# certificates, nginx for the load rig), then a `cargo fmt`/`cargo clippy` check, the
+# load rig's ~15 s selftest, a smoke run of each bench and `cargo test` (unit, corpus and
+# integration tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,11 @@ need=()
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # test certificates for tls_config
+# The load rig's selftest (scripts/bench.py --selftest): an nginx farm whose access log
+# stamps arrivals in microseconds with the perl module.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_http_perl_module.so ] || need+=(libnginx-mod-http-perl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -35,6 +40,7 @@ fi
 export SCRAPEWHEEL_REQUIRE_PEERS=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+scripts/bench.py --selftest
 # Benches run once each in test mode (a smoke check that they still work); the unit,
 # corpus and integration tests run last so their summary closes the output.
 cargo test --locked --benches
