@@ -589,23 +589,12 @@ impl Resolver<'_> {
 
     fn file_sd_config(&self, sd: &Spanned<RawFileSdConfig>, path: &str) -> Result<FileSdConfig> {
         let raw = sd.get_ref();
-        let files = match &raw.files {
-            Some(files) if !files.get_ref().is_empty() => files.get_ref(),
-            Some(files) => {
-                return Err(invalid(
-                    files.span(),
-                    format!("{path}.files"),
-                    "file_sd config must list at least one file pattern",
-                ))
-            }
-            None => {
-                return Err(invalid(
-                    sd.span(),
-                    format!("{path}.files"),
-                    "missing files: file_sd config must list at least one file pattern",
-                ))
-            }
-        };
+        let files = required_list(
+            &raw.files,
+            sd.span(),
+            format!("{path}.files"),
+            "file_sd config must list at least one file pattern",
+        )?;
         let mut patterns = Vec::with_capacity(files.len());
         for (i, f) in files.iter().enumerate() {
             if !is_file_sd_pattern(f.get_ref()) {
@@ -944,25 +933,32 @@ fn is_file_sd_pattern(p: &str) -> bool {
     ext_ok && star_ok
 }
 
+/// A list key that must be present and non-empty: an absent key points at its table
+/// (`parent`), an empty list at itself.
+fn required_list<'r, T>(
+    list: &'r Option<Spanned<Vec<T>>>,
+    parent: Range<usize>,
+    key: String,
+    what: &str,
+) -> Result<&'r Vec<T>> {
+    match list {
+        Some(l) if !l.get_ref().is_empty() => Ok(l.get_ref()),
+        Some(l) => Err(invalid(l.span(), key, what)),
+        None => {
+            let field = key.rsplit('.').next().unwrap_or_default().to_string();
+            Err(invalid(parent, key, format!("missing {field}: {what}")))
+        }
+    }
+}
+
 fn dns_sd_config(sd: &Spanned<RawDnsSdConfig>, path: &str) -> Result<DnsSdConfig> {
     let raw = sd.get_ref();
-    let names = match &raw.names {
-        Some(n) if !n.get_ref().is_empty() => n.get_ref(),
-        Some(n) => {
-            return Err(invalid(
-                n.span(),
-                format!("{path}.names"),
-                "dns_sd config must list at least one name",
-            ))
-        }
-        None => {
-            return Err(invalid(
-                sd.span(),
-                format!("{path}.names"),
-                "missing names: dns_sd config must list at least one name",
-            ))
-        }
-    };
+    let names = required_list(
+        &raw.names,
+        sd.span(),
+        format!("{path}.names"),
+        "dns_sd config must list at least one name",
+    )?;
     for (i, n) in names.iter().enumerate() {
         if n.get_ref().is_empty() {
             return Err(invalid(
