@@ -439,6 +439,31 @@ impl<'a> Parser<'a> {
         self.entry_line
     }
 
+    /// The label-name token at `p` (quoted or bare), after which the caller checks for
+    /// `=`: `(name, quoted, offset after it)`, or `None` at the closing `}` (then the
+    /// offset is past it). Shared by both formats.
+    #[inline(always)] // on every label of every line: the call must not survive
+    fn label_token(&mut self, p: usize) -> PResult<(Option<(RawStr<'a>, bool)>, usize)> {
+        let b = self.src.as_bytes();
+        match b.get(p) {
+            Some(b'}') => Ok((None, p + 1)),
+            Some(b'"') => {
+                let q = lex::scan_quoted(b, p, true, || ParseErrorKind::UnterminatedString)?;
+                self.cur_line += q.newlines;
+                let raw = RawStr {
+                    raw: &self.src[p + 1..q.end - 1],
+                    escaped: q.escaped,
+                };
+                Ok((Some((raw, true)), q.end))
+            }
+            Some(&c) if lex::is_label_start(c) => {
+                let end = lex::label_name_end(b, p);
+                Ok((Some((RawStr::plain(&self.src[p..end]), false)), end))
+            }
+            _ => fail(p, ParseErrorKind::ExpectedLabelName(self.found_at(p))),
+        }
+    }
+
     /// What is at byte offset `pos`, for error messages.
     fn found_at(&self, pos: usize) -> Found {
         match self.src.as_bytes().get(pos) {

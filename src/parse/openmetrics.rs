@@ -7,9 +7,7 @@
 //! `# EOF` (and an optional line break). Exemplars are checked and skipped.
 
 use super::float::parse_value;
-use super::lex::{
-    excerpt, is_label_start, is_metric_start, label_name_end, metric_name_end, scan_quoted,
-};
+use super::lex::{excerpt, is_metric_start, metric_name_end, scan_quoted};
 use super::{fail, Entry, MetricType, PResult, ParseErrorKind, Parser, RawLabel, RawStr, Sample};
 
 impl<'a> Parser<'a> {
@@ -294,23 +292,10 @@ impl<'a> Parser<'a> {
         let b = self.src.as_bytes();
         loop {
             let token_start = p;
-            let (label, quoted) = match b.get(p) {
-                Some(b'}') => return Ok(p + 1),
-                Some(b'"') => {
-                    let q = scan_quoted(b, p, true, || ParseErrorKind::UnterminatedString)?;
-                    self.cur_line += q.newlines;
-                    p = q.end;
-                    let raw = RawStr {
-                        raw: &self.src[token_start + 1..q.end - 1],
-                        escaped: q.escaped,
-                    };
-                    (raw, true)
-                }
-                Some(&c) if is_label_start(c) => {
-                    p = label_name_end(b, p);
-                    (RawStr::plain(&self.src[token_start..p]), false)
-                }
-                _ => return fail(p, ParseErrorKind::ExpectedLabelName(self.found_at(p))),
+            let (token, next) = self.label_token(p)?;
+            p = next;
+            let Some((label, quoted)) = token else {
+                return Ok(p);
             };
             if quoted && !exemplar && matches!(b.get(p), Some(b',' | b'}')) {
                 if name.is_some() {
