@@ -8,7 +8,10 @@
 //! Input: a [`ScrapeRequest`] (URL, headers to send, timeout, limit, auth) and a
 //! worker's reusable body buffer. Output: the decompressed body in that buffer plus a
 //! [`Fetched`] summary, or a [`ScrapeError`] that names the URL (without userinfo) and
-//! the phase that failed. It runs on the calling worker thread and starts no threads
+//! the phase that failed. For bodies too large to hold at once, [`HttpClient::open`]
+//! stops at the response headers and returns a [`BodyStream`] that hands out the
+//! decompressed body in pieces under the same timeout, limit and error rules;
+//! [`HttpClient::fetch`] is `open` plus one read to the end, so both share one path. It runs on the calling worker thread and starts no threads
 //! of its own (ureq spawns a short-lived one for each DNS lookup of a new connection,
 //! so that the lookup honours the timeout).
 //!
@@ -514,6 +517,22 @@ impl HttpClient {
     /// the failure and must not be parsed.
     pub fn fetch(&self, req: &ScrapeRequest, body: &mut Vec<u8>) -> Result<Fetched, ScrapeError> {
         body.clear();
+        let mut stream = self.open(req)?;
+        stream.read_into(body, usize::MAX)?;
+        Ok(Fetched {
+            content_type: stream.content_type,
+            body_len: body.len(),
+            compressed_len: stream.decoder.wire().count,
+        })
+    }
+
+    /// Sends the GET and waits for the response headers: everything [`fetch`] does up to
+    /// the body. The returned [`BodyStream`] owns the connection; read it to the end (a
+    /// `read_into` that returns 0) so that the connection goes back to the pool, or drop
+    /// it to close the connection. The scrape timeout keeps running while it is held.
+    ///
+    /// [`fetch`]: HttpClient::fetch
+    pub fn open(&self, req: &ScrapeRequest) -> Result<BodyStream, ScrapeError> {
         let uri = parse_url(&req.url)?;
         let invalid_header = |name| ScrapeError::InvalidHeader {
             url: redact_url(&req.url),
@@ -574,40 +593,142 @@ impl HttpClient {
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes() == b"gzip");
 
-        let limit = match req.body_size_limit {
-            0 => u64::MAX,
-            n => n,
-        };
-        let mut wire = CountingReader {
-            inner: response.body_mut().as_reader(),
+        let wire = CountingReader {
+            inner: response.into_body().into_reader(),
             count: 0,
             error: None,
         };
-        let result = if gzip {
-            MultiGzDecoder::new(&mut wire).take(limit).read_to_end(body)
-        } else {
-            (&mut wire).take(limit).read_to_end(body)
-        };
+        Ok(BodyStream {
+            decoder: if gzip {
+                Decoder::Gzip(MultiGzDecoder::new(wire))
+            } else {
+                Decoder::Plain(wire)
+            },
+            content_type,
+            url: redact_url(&req.url),
+            timeout: req.timeout,
+            limit: match req.body_size_limit {
+                0 => u64::MAX,
+                n => n,
+            },
+            body_len: 0,
+        })
+    }
+}
+
+/// A response body being read: the decompressed bytes of a 200 response, handed out
+/// in pieces by [`read_into`](BodyStream::read_into) so that a large body can be
+/// parsed without holding all of it. Made by [`HttpClient::open`].
+///
+/// It owns the connection (it is `'static` and `Send`). The scrape's timeout, started
+/// by `open`, keeps covering every read. Reading up to the end (a `read_into` that
+/// returns 0) returns the connection to the pool; dropping the stream earlier closes
+/// it. After an error the stream must be dropped.
+pub struct BodyStream {
+    decoder: Decoder,
+    content_type: Option<String>,
+    /// The target URL without userinfo, for errors.
+    url: String,
+    timeout: Duration,
+    /// `body_size_limit`, `u64::MAX` when unlimited.
+    limit: u64,
+    /// Decompressed bytes handed out so far.
+    body_len: u64,
+}
+
+/// The wire reader, gunzipped when the response said `Content-Encoding: gzip`.
+enum Decoder {
+    Plain(CountingReader<ureq::BodyReader<'static>>),
+    Gzip(MultiGzDecoder<CountingReader<ureq::BodyReader<'static>>>),
+}
+
+impl Decoder {
+    fn wire(&self) -> &CountingReader<ureq::BodyReader<'static>> {
+        match self {
+            Decoder::Plain(w) => w,
+            Decoder::Gzip(g) => g.get_ref(),
+        }
+    }
+
+    fn wire_mut(&mut self) -> &mut CountingReader<ureq::BodyReader<'static>> {
+        match self {
+            Decoder::Plain(w) => w,
+            Decoder::Gzip(g) => g.get_mut(),
+        }
+    }
+}
+
+impl Read for Decoder {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Plain(w) => w.read(buf),
+            Decoder::Gzip(g) => g.read(buf),
+        }
+    }
+}
+
+impl fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyStream")
+            .field("url", &self.url)
+            .field("content_type", &self.content_type)
+            .field("gzip", &matches!(self.decoder, Decoder::Gzip(_)))
+            .field("body_len", &self.body_len)
+            .field("compressed_len", &self.compressed_len())
+            .finish()
+    }
+}
+
+impl BodyStream {
+    /// The response's `Content-Type`, verbatim, for parser selection.
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
+    }
+
+    /// Appends up to `max` decompressed bytes to `buf` (without clearing it) and returns
+    /// how many; 0 means the body has ended (a `max` of 0 reads nothing and also
+    /// returns 0, so pass at least 1). It returns fewer than `max` only at the end of
+    /// the body, so a short piece is the last one.
+    ///
+    /// Errors are [`fetch`](HttpClient::fetch)'s: `BodySizeLimit` as soon as the
+    /// decompressed total reaches `body_size_limit`, `Timeout` (phase `Body`) at the
+    /// scrape deadline, `Read` for a broken connection, `Gzip` for bad gzip data. On
+    /// error `buf` may hold bytes of this piece read before the failure.
+    pub fn read_into(&mut self, buf: &mut Vec<u8>, max: usize) -> Result<usize, ScrapeError> {
+        let room = self.limit - self.body_len;
+        let want = room.min(u64::try_from(max).unwrap_or(u64::MAX));
+        let before = buf.len();
+        // `read_to_end` fills the spare capacity first and grows `buf` only when it
+        // must, so a caller reusing a buffer of `max` bytes never reallocates.
+        let result = (&mut self.decoder).take(want).read_to_end(buf);
+        let n = buf.len() - before;
+        self.body_len += n as u64;
         if let Err(e) = result {
-            return Err(match wire.error.take() {
-                Some(transport) => body_error(transport, req),
+            return Err(match self.decoder.wire_mut().error.take() {
+                Some(transport) => body_error(transport, &self.url, self.timeout),
                 None => ScrapeError::Gzip {
-                    url: redact_url(&req.url),
+                    url: self.url.clone(),
                     source: e,
                 },
             });
         }
-        if body.len() as u64 >= limit {
+        if self.body_len >= self.limit {
             return Err(ScrapeError::BodySizeLimit {
-                url: redact_url(&req.url),
-                limit,
+                url: self.url.clone(),
+                limit: self.limit,
             });
         }
-        Ok(Fetched {
-            content_type,
-            body_len: body.len(),
-            compressed_len: wire.count,
-        })
+        Ok(n)
+    }
+
+    /// Decompressed bytes read so far (`scrape_body_size_bytes` once the body ended).
+    pub fn body_len(&self) -> usize {
+        usize::try_from(self.body_len).unwrap_or(usize::MAX)
+    }
+
+    /// Bytes received for the body so far, before decompression (after de-chunking).
+    pub fn compressed_len(&self) -> u64 {
+        self.decoder.wire().count
     }
 }
 
@@ -762,13 +883,13 @@ fn is_mid_exchange(e: &io::Error) -> bool {
 }
 
 /// Classifies a transport error met while reading the body.
-fn body_error(e: io::Error, req: &ScrapeRequest) -> ScrapeError {
-    let url = redact_url(&req.url);
+fn body_error(e: io::Error, url: &str, timeout: Duration) -> ScrapeError {
+    let url = url.to_owned();
     match ureq::Error::from(e) {
         ureq::Error::Timeout(_) => ScrapeError::Timeout {
             url,
             phase: TimeoutPhase::Body,
-            timeout: req.timeout,
+            timeout,
         },
         ureq::Error::Io(io) => ScrapeError::Read {
             url,

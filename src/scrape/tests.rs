@@ -1201,3 +1201,184 @@ fn one_client_serves_many_workers_and_hosts() {
         assert!(s.accepts() <= 4, "{}", s.accepts());
     }
 }
+
+// ---- open + BodyStream ----
+
+#[test]
+fn body_stream_is_send() {
+    fn check<T: Send + 'static>() {}
+    check::<BodyStream>();
+}
+
+/// A metrics body of about `size` bytes with varied label values and numbers.
+fn big_exposition(size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 128);
+    let mut i = 0u64;
+    while out.len() < size {
+        out.extend_from_slice(
+            format!(
+                "http_requests_total{{code=\"{}\",handler=\"/api/v1/h{}\",instance=\"10.0.{}.{}:9100\"}} {}\n",
+                200 + i % 7,
+                i % 113,
+                i % 251,
+                i % 241,
+                i.wrapping_mul(2_654_435_761) % 1_000_003
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn streamed_gzip_body_in_pieces_equals_fetch() {
+    let plain = big_exposition(20 << 20);
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(&plain).expect("gzip write");
+    let server = gzip_server(e.finish().expect("gzip finish"));
+    let client = HttpClient::new();
+    let r = req(server.url("/metrics"));
+
+    let mut fetched_body = Vec::new();
+    let fetched = client.fetch(&r, &mut fetched_body).expect("fetch");
+    assert!(fetched_body == plain, "fetch decoded the body");
+
+    const PIECE: usize = 1 << 20;
+    let mut stream = client.open(&r).expect("open");
+    assert_eq!(stream.content_type(), Some(TEXT));
+    let mut streamed = Vec::with_capacity(plain.len());
+    let mut piece = Vec::with_capacity(PIECE);
+    let mut pieces = 0;
+    loop {
+        piece.clear();
+        let n = stream.read_into(&mut piece, PIECE).expect("piece");
+        assert_eq!(n, piece.len());
+        if n == 0 {
+            break;
+        }
+        assert!(n <= PIECE);
+        assert!(
+            n == PIECE || streamed.len() + n == plain.len(),
+            "only the last piece is short"
+        );
+        assert_eq!(piece.capacity(), PIECE, "a reused piece buffer never grows");
+        streamed.extend_from_slice(&piece);
+        pieces += 1;
+    }
+    assert!(streamed == fetched_body, "streamed body equals fetch's");
+    assert_eq!(pieces, plain.len().div_ceil(PIECE));
+    assert_eq!(stream.body_len(), fetched.body_len);
+    assert_eq!(stream.compressed_len(), fetched.compressed_len);
+    assert!(stream.compressed_len() < plain.len() as u64 / 3);
+    assert_eq!(stream.read_into(&mut piece, PIECE).expect("after end"), 0);
+    drop(stream);
+    assert_eq!(
+        server.accepts(),
+        1,
+        "fetch and stream shared one connection"
+    );
+}
+
+#[test]
+fn body_size_limit_is_hit_in_the_middle_of_a_stream() {
+    let body: &'static [u8] = Box::leak(vec![b'x'; 10_000].into_boxed_slice());
+    let server = ok_server(body);
+    let client = HttpClient::new();
+    let mut stream = client
+        .open(&ScrapeRequest {
+            body_size_limit: 3_500,
+            ..req(server.url("/"))
+        })
+        .expect("open");
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        assert_eq!(
+            stream.read_into(&mut buf, 1_000).expect("under limit"),
+            1_000
+        );
+    }
+    let err = stream.read_into(&mut buf, 1_000).expect_err("limit");
+    assert!(err.is_body_size_limit(), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "Get {:?}: body size limit exceeded (limit 3500 bytes)",
+            server.url("/")
+        )
+    );
+    assert_eq!(buf.len(), 3_500, "reading stops exactly at the limit");
+    assert_eq!(stream.body_len(), 3_500);
+}
+
+#[test]
+fn a_body_stalling_mid_stream_times_out_in_the_body_phase() {
+    let server = TestServer::start(|_, s, stop| {
+        let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+        head.extend_from_slice(&[b'y'; 1_000]);
+        let _ = s.write_all(&head);
+        idle(stop, ENDLESS);
+        After::Close
+    });
+    let timeout = Duration::from_millis(400);
+    let start = Instant::now();
+    let mut stream = HttpClient::new()
+        .open(&ScrapeRequest {
+            timeout,
+            ..req(server.url("/"))
+        })
+        .expect("headers arrive");
+    let mut buf = Vec::new();
+    assert_eq!(
+        stream.read_into(&mut buf, 1_000).expect("first piece"),
+        1_000
+    );
+    let err = stream.read_into(&mut buf, 1_000).expect_err("stall");
+    let took = start.elapsed();
+    assert!(
+        matches!(
+            err,
+            ScrapeError::Timeout {
+                phase: TimeoutPhase::Body,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().ends_with("exceeded while reading the body"),
+        "{err}"
+    );
+    // One deadline from `open`, not one per read.
+    assert!(took >= timeout, "{took:?}");
+    assert!(took < timeout + Duration::from_millis(700), "{took:?}");
+}
+
+#[test]
+fn keep_alive_survives_fully_streamed_bodies() {
+    // Piece sizes that end exactly on the body's end and ones that do not, over
+    // Content-Length and chunked bodies.
+    let server = TestServer::start(|r, s, _| {
+        if r.path == "/chunked" {
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nup 1\n\r\n6\r\nx 2.5\n\r\n0\r\n\r\n",
+            );
+        } else {
+            respond(s, "200 OK", &[("Content-Type", TEXT)], METRICS);
+        }
+        After::KeepAlive
+    });
+    let client = HttpClient::new();
+    let cases: [(&str, &[u8]); 2] = [("/", METRICS), ("/chunked", b"up 1\nx 2.5\n")];
+    for (path, want) in cases {
+        for piece in [1, 7, want.len(), want.len() + 1] {
+            let mut stream = client.open(&req(server.url(path))).expect("open");
+            let mut body = Vec::new();
+            while stream.read_into(&mut body, piece).expect("read") > 0 {}
+            assert_eq!(body, want, "{path} in pieces of {piece}");
+            assert_eq!(stream.body_len(), want.len());
+        }
+    }
+    assert_eq!(server.accepts(), 1, "every stream returned the connection");
+}
