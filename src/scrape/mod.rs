@@ -35,6 +35,9 @@
 //! linearly on every checkout and return, and its per-host bookkeeping is quadratic in
 //! the list length, so the client spreads hosts over several ureq agents (a fixed
 //! number, chosen by hashing `scheme://host:port`); each agent's pool then stays short.
+//! Every agent uses ureq's connector chain with its own TCP transport (`conn`), which
+//! holds I/O buffers only while a connection is in use, so an idle connection costs a
+//! socket and a few hundred bytes instead of two buffers.
 //! The agents never time out on their own (each request carries its timeout), never
 //! turn statuses into errors and never decompress (ureq is built without its `gzip`,
 //! `brotli` and `charset` features; the gzip test would fail if one were enabled).
@@ -53,6 +56,8 @@ use std::time::Duration;
 use flate2::read::MultiGzDecoder;
 use ureq::config::RedirectAuthHeaders;
 use ureq::http::{header, StatusCode, Uri};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector, RustlsConnector};
 use ureq::Agent;
 
 /// `User-Agent` sent with every scrape (Prometheus sends `Prometheus/<version>`).
@@ -63,16 +68,20 @@ const AGENT_SHARDS: usize = 256;
 
 /// Idle connections kept overall and per `host:port` across all shards. Prometheus
 /// (prometheus/common `http_config.go`) keeps up to 20000 idle connections, 1000 per
-/// host, for 5 minutes; a pooled connection costs a socket and [`CONN_BUFFER_SIZE`]×2.
+/// host, for 5 minutes; an idle pooled connection costs a socket and a few hundred bytes
+/// (its buffers are released while it is idle; see `conn`).
 const MAX_IDLE_CONNECTIONS: usize = 20_000;
 const MAX_IDLE_CONNECTIONS_PER_HOST: usize = 1_000;
 const MAX_IDLE_AGE: Duration = Duration::from_secs(5 * 60);
 
-/// Size of each pooled connection's input and output buffer. ureq's default is
-/// 128 KiB each, which for thousands of keep-alive targets would cost hundreds of MiB.
-/// The input buffer also bounds the response header (metrics endpoints send a few
-/// hundred bytes; nginx's default proxy buffer for upstream headers is 4–8 KiB) and
-/// the output buffer bounds the request line (the URL).
+/// Size of a connection's input and output buffer while it is in use (ureq's default is
+/// 128 KiB each). They exist only for the scrapes in flight, not for idle connections.
+/// The input buffer bounds the response header (metrics endpoints send a few hundred
+/// bytes; nginx's default proxy buffer for upstream headers is 4–8 KiB) and the size of
+/// each socket read; the output buffer bounds the longest single request line (the
+/// request line with the URL, or one header such as `Authorization`), which is nginx's
+/// own default limit (`large_client_header_buffers 4 8k`). A request longer than the
+/// buffer is sent in several writes.
 const CONN_BUFFER_SIZE: usize = 8 * 1024;
 
 /// A response header larger than this fails the scrape. One byte under the input
@@ -445,6 +454,8 @@ fn redact_url(url: &str) -> String {
 /// one for the life of the process (dropping it closes them).
 pub struct HttpClient {
     agents: Box<[Agent]>,
+    /// Bytes of I/O buffers the client's connections hold right now (see [`conn`]).
+    held: conn::HeldBytes,
 }
 
 impl Default for HttpClient {
@@ -497,8 +508,25 @@ impl HttpClient {
             config = config.proxy(Some(p));
         }
         let config = config.build();
-        let agents = (0..shards).map(|_| config.new_agent()).collect();
-        HttpClient { agents }
+        let held = conn::HeldBytes::default();
+        let agents = (0..shards)
+            .map(|_| {
+                // ureq's default chain (CONNECT proxy, TCP, rustls) with our TCP transport,
+                // which releases its buffers while a connection is idle.
+                let connector =
+                    ().chain(ConnectProxyConnector::default())
+                        .chain(conn::TcpConnector { held: held.clone() })
+                        .chain(RustlsConnector::default());
+                Agent::with_parts(config.clone(), connector, DefaultResolver::default())
+            })
+            .collect();
+        HttpClient { agents, held }
+    }
+
+    /// Bytes of I/O buffers held by this client's connections now: those of the
+    /// connections in use (scrapes in flight), never those idle in the pool.
+    pub fn connection_buffer_bytes(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// All connections to one `scheme://host:port` go through one agent, so they share
@@ -902,6 +930,7 @@ fn body_error(e: io::Error, url: &str, timeout: Duration) -> ScrapeError {
     }
 }
 
+mod conn;
 mod transport;
 pub use transport::{Transport, TransportError};
 

@@ -1382,3 +1382,166 @@ fn keep_alive_survives_fully_streamed_bodies() {
     }
     assert_eq!(server.accepts(), 1, "every stream returned the connection");
 }
+
+// ---- connection buffers ----
+
+#[test]
+fn idle_pooled_connections_hold_no_buffers() {
+    let server = ok_server(METRICS);
+    let client = HttpClient::new();
+    let r = req(server.url("/metrics"));
+    assert_eq!(client.connection_buffer_bytes(), 0);
+    let mut stream = client.open(&r).expect("open");
+    assert!(
+        client.connection_buffer_bytes() > 0,
+        "a connection in use has its input buffer"
+    );
+    let mut body = Vec::new();
+    while stream.read_into(&mut body, 1 << 20).expect("read") > 0 {}
+    drop(stream);
+    assert_eq!(client.connection_buffer_bytes(), 0, "released when pooled");
+    client
+        .fetch(&r, &mut body)
+        .expect("fetch on the pooled connection");
+    assert_eq!(body, METRICS);
+    assert_eq!(client.connection_buffer_bytes(), 0);
+    assert_eq!(server.accepts(), 1, "the connection was kept");
+    // A connection dropped mid-body (limit hit) gives its buffers back too.
+    let body_big: &'static [u8] = Box::leak(vec![b'z'; 100_000].into_boxed_slice());
+    let big = ok_server(body_big);
+    client
+        .fetch(
+            &ScrapeRequest {
+                body_size_limit: 10,
+                ..req(big.url("/"))
+            },
+            &mut body,
+        )
+        .expect_err("limit");
+    assert_eq!(client.connection_buffer_bytes(), 0);
+}
+
+#[test]
+fn long_request_lines_and_headers_are_sent_whole() {
+    // Each line alone is well over half the output buffer; together far over it.
+    let server = ok_server(METRICS);
+    let client = HttpClient::new();
+    let query = "x".repeat(CONN_BUFFER_SIZE - 1_024);
+    let token = "t".repeat(CONN_BUFFER_SIZE - 1_024);
+    let url = server.url(&format!("/metrics?q={query}"));
+    let mut body = Vec::new();
+    for _ in 0..2 {
+        client
+            .fetch(
+                &ScrapeRequest {
+                    auth: Some(Auth::Bearer {
+                        kind: "Bearer".into(),
+                        credentials: SecretSource::Inline(token.clone()),
+                    }),
+                    ..req(url.clone())
+                },
+                &mut body,
+            )
+            .expect("long request");
+        assert_eq!(body, METRICS);
+    }
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert_eq!(s.path, format!("/metrics?q={query}"));
+        assert_eq!(
+            s.header("Authorization"),
+            Some(format!("Bearer {token}").as_str())
+        );
+    }
+    assert_eq!(server.accepts(), 1);
+}
+
+#[test]
+fn response_header_just_under_the_limit_is_accepted() {
+    let server = TestServer::start(|_, s, _| {
+        // Status line + Content-Length + padding + blank line = MAX_RESPONSE_HEADER_SIZE.
+        let fixed = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Pad: \r\n\r\n",
+            METRICS.len()
+        );
+        let pad = "p".repeat(MAX_RESPONSE_HEADER_SIZE - fixed.len());
+        let mut out = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Pad: {pad}\r\n\r\n",
+            METRICS.len()
+        )
+        .into_bytes();
+        assert_eq!(out.len(), MAX_RESPONSE_HEADER_SIZE);
+        out.extend_from_slice(METRICS);
+        let _ = s.write_all(&out);
+        After::KeepAlive
+    });
+    let client = HttpClient::new();
+    let mut body = Vec::new();
+    for _ in 0..2 {
+        client
+            .fetch(&req(server.url("/")), &mut body)
+            .expect("largest allowed header");
+        assert_eq!(body, METRICS);
+    }
+    assert_eq!(server.accepts(), 1);
+}
+
+/// Copies `from` to `to` until either side closes or the server stops; `from` has a
+/// short read timeout so that the stop flag is seen.
+fn pipe(mut from: TcpStream, mut to: TcpStream, stop: &AtomicBool) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = [0u8; 16 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+#[test]
+fn connect_proxy_tunnels_through_the_idle_free_transport() {
+    let target = ok_server(METRICS);
+    let proxy = TestServer::start(|r, s, stop| {
+        let dest = r.head.split(' ').nth(1).unwrap_or_default().to_owned();
+        let Ok(upstream) = TcpStream::connect(&dest) else {
+            respond(s, "502 Bad Gateway", &[], b"");
+            return After::Close;
+        };
+        let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let (Ok(client_side), Ok(upstream_side)) = (s.try_clone(), upstream.try_clone()) else {
+            return After::Close;
+        };
+        thread::scope(|scope| {
+            scope.spawn(|| pipe(client_side, upstream, stop));
+            let Ok(client_write) = s.try_clone() else {
+                return;
+            };
+            pipe(upstream_side, client_write, stop);
+        });
+        After::Close
+    });
+    let t = Transport::new(None, Some(&format!("http://{}", proxy.addr))).expect("proxy");
+    let client = HttpClient::with_transport(t);
+    let mut body = Vec::new();
+    for _ in 0..2 {
+        client
+            .fetch(&req(target.url("/metrics")), &mut body)
+            .expect("through the proxy");
+        assert_eq!(body, METRICS);
+    }
+    assert!(proxy.seen()[0].head.starts_with("CONNECT 127.0.0.1:"));
+    assert_eq!(proxy.accepts(), 1, "the tunnel was kept alive");
+    assert_eq!(target.accepts(), 1);
+    assert_eq!(client.connection_buffer_bytes(), 0);
+}
