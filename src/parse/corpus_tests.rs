@@ -41,29 +41,34 @@ pub(super) fn render(body: &[u8], format: Format) -> String {
                 return out;
             }
         };
-        let _ = write!(out, "{} ", parser.line());
-        let _ = match entry {
-            Entry::Sample(s) => {
-                let labels: Vec<String> = parser
-                    .labels()
-                    .iter()
-                    .map(|l| format!("{:?}={:?}", l.name.to_cow(), l.value.to_cow()))
-                    .collect();
-                let ts = s.timestamp.map(|t| format!(" @{t}")).unwrap_or_default();
-                writeln!(
-                    out,
-                    "sample {:?}{{{}}} {:?}{ts}",
-                    s.name.to_cow(),
-                    labels.join(","),
-                    s.value
-                )
-            }
-            Entry::Help { name, text } => writeln!(out, "help {name:?} {:?}", text.to_cow()),
-            Entry::Type { name, kind } => writeln!(out, "type {name:?} {kind}"),
-            Entry::Unit { name, unit } => writeln!(out, "unit {name:?} {unit:?}"),
-            Entry::Comment => writeln!(out, "comment"),
-        };
+        render_entry(&parser, entry, &mut out);
     }
+}
+
+/// Appends one entry, just returned by `parser`, in the expected-file form.
+pub(super) fn render_entry(parser: &Parser<'_>, entry: Entry<'_>, out: &mut String) {
+    let _ = write!(out, "{} ", parser.line());
+    let _ = match entry {
+        Entry::Sample(s) => {
+            let labels: Vec<String> = parser
+                .labels()
+                .iter()
+                .map(|l| format!("{:?}={:?}", l.name.to_cow(), l.value.to_cow()))
+                .collect();
+            let ts = s.timestamp.map(|t| format!(" @{t}")).unwrap_or_default();
+            writeln!(
+                out,
+                "sample {:?}{{{}}} {:?}{ts}",
+                s.name.to_cow(),
+                labels.join(","),
+                s.value
+            )
+        }
+        Entry::Help { name, text } => writeln!(out, "help {name:?} {:?}", text.to_cow()),
+        Entry::Type { name, kind } => writeln!(out, "type {name:?} {kind}"),
+        Entry::Unit { name, unit } => writeln!(out, "unit {name:?} {unit:?}"),
+        Entry::Comment => writeln!(out, "comment"),
+    };
 }
 
 pub(super) fn corpus_dir() -> PathBuf {
@@ -117,8 +122,7 @@ fn corpus_matches_expected_output() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[path = "../../benches/common/mod.rs"]
-mod generator;
+use super::generator;
 
 #[test]
 fn generated_benchmark_body_parses_in_both_formats() {

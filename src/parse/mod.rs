@@ -46,6 +46,12 @@ mod text;
 mod corpus_tests;
 #[cfg(test)]
 mod fuzz_tests;
+/// The benchmarks' realistic body generator, for the parser's and the pipeline's tests.
+#[cfg(test)]
+#[path = "../../benches/common/mod.rs"]
+pub(crate) mod generator;
+#[cfg(test)]
+mod part_tests;
 #[cfg(test)]
 mod test_util;
 
@@ -80,8 +86,9 @@ impl Format {
     }
 }
 
-/// A metric family type from a `# TYPE` line. The text format's `untyped` is `Unknown`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A metric family type from a `# TYPE` line. The text format's `untyped` is `Unknown`,
+/// which is also the type of samples before any `# TYPE` line (the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MetricType {
     Counter,
     Gauge,
@@ -90,6 +97,7 @@ pub enum MetricType {
     Summary,
     Info,
     StateSet,
+    #[default]
     Unknown,
 }
 
@@ -342,6 +350,12 @@ impl ParseError {
             .count();
         ParseError { line, column, kind }
     }
+
+    /// The same error in a part that starts after `lines` lines of the body.
+    fn offset_lines(mut self, lines: usize) -> Self {
+        self.line += lines;
+        self
+    }
 }
 
 /// An error found at a byte offset; turned into a [`ParseError`] at the API boundary so
@@ -372,23 +386,63 @@ pub struct Parser<'a> {
     dup_scratch: Vec<(u64, u32)>,
     finished: bool,
     failed: Option<ParseError>,
+    /// Lines of the whole body before `src` (0 unless parsing a part).
+    line_offset: usize,
+    /// Whether `src` ends where the body ends. Read only at the end of the input and on
+    /// errors, so the per-line path does not pay for parts.
+    last: bool,
+    /// OpenMetrics `# EOF` was read.
+    saw_eof: bool,
 }
 
 impl<'a> Parser<'a> {
     /// Checks that `body` is UTF-8 and prepares to parse it in `format`.
     pub fn new(body: &'a [u8], format: Format) -> Result<Parser<'a>, ParseError> {
-        let src = std::str::from_utf8(body)
-            .map_err(|e| ParseError::at(body, e.valid_up_to(), ParseErrorKind::InvalidUtf8))?;
+        Parser::new_part(body, format, 1, true)
+    }
+
+    /// Prepares to parse one part of a longer body, which the caller hands over in parts
+    /// so that it never holds the whole body.
+    ///
+    /// `part` starts at a line boundary of the body, on its 1-based line `first_line`;
+    /// error lines and [`Parser::line`] count from there (columns need no offset). `last`
+    /// says whether the body ends where `part` ends. A part that is not the last must end
+    /// right after a `\n` (so it is also cut on a UTF-8 boundary).
+    ///
+    /// In a part that is not the last, [`Parser::next`] returns `Ok(None)` where the part
+    /// ends, without OpenMetrics' `# EOF` check, and also where the part ends inside an
+    /// entry (only a quoted string can hold a line break, so that is an unterminated
+    /// string or, in OpenMetrics, a missing `# EOF` reached at the end of the input). Then
+    /// [`Parser::consumed`] is where the unfinished entry starts: the caller prefixes
+    /// `part[consumed..]` to the next part, which starts on line [`Parser::next_line`].
+    /// Every other error is the one the whole body gives, at the same line and column.
+    ///
+    /// The one exception is invalid UTF-8, which [`Parser::new`] finds before any entry:
+    /// here it is found only when its part arrives, after the entries of earlier parts.
+    pub fn new_part(
+        part: &'a [u8],
+        format: Format,
+        first_line: usize,
+        last: bool,
+    ) -> Result<Parser<'a>, ParseError> {
+        let line_offset = first_line.saturating_sub(1);
+        let src = std::str::from_utf8(part).map_err(|e| {
+            ParseError::at(part, e.valid_up_to(), ParseErrorKind::InvalidUtf8)
+                .offset_lines(line_offset)
+        })?;
         Ok(Parser {
             src,
             pos: 0,
             format,
-            cur_line: 1,
-            entry_line: 1,
+            cur_line: line_offset + 1,
+            entry_line: line_offset + 1,
             labels: Vec::with_capacity(16),
             dup_scratch: Vec::new(),
             finished: false,
             failed: None,
+            line_offset,
+            last,
+            saw_eof: false,
         })
     }
 
@@ -419,8 +473,24 @@ impl<'a> Parser<'a> {
                 self.labels.clear();
                 Ok(None)
             }
+            Err(Fail { kind, .. })
+                if !self.last
+                    && matches!(
+                        kind,
+                        ParseErrorKind::UnterminatedString | ParseErrorKind::MissingEof
+                    ) =>
+            {
+                // The part ended inside the entry (or, in OpenMetrics, before `# EOF`):
+                // the entry starts at `pos`, on `entry_line`, and is parsed again with
+                // the next part. `cur_line` may have counted line breaks inside it.
+                self.cur_line = self.entry_line;
+                self.finished = true;
+                self.labels.clear();
+                Ok(None)
+            }
             Err(Fail { pos, kind }) => {
-                let e = ParseError::at(self.src.as_bytes(), pos, kind);
+                let e =
+                    ParseError::at(self.src.as_bytes(), pos, kind).offset_lines(self.line_offset);
                 self.failed = Some(e.clone());
                 self.labels.clear();
                 Err(e)
@@ -437,6 +507,25 @@ impl<'a> Parser<'a> {
     /// The 1-based line on which the entry last returned starts.
     pub fn line(&self) -> usize {
         self.entry_line
+    }
+
+    /// After [`Parser::next`] returned `Ok(None)`: how many bytes of the input were
+    /// parsed. Less than the input's length only in a part that is not the last and
+    /// ends inside an entry, which starts at this offset (a line boundary).
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+
+    /// After [`Parser::next`] returned `Ok(None)`: the 1-based line of the body at
+    /// [`Parser::consumed`], on which the next part starts.
+    pub fn next_line(&self) -> usize {
+        self.cur_line
+    }
+
+    /// Whether OpenMetrics' `# EOF` was read: the body must end there, so any byte in a
+    /// later part is [`ParseErrorKind::DataAfterEof`].
+    pub fn saw_eof(&self) -> bool {
+        self.saw_eof
     }
 
     /// The label-name token at `p` (quoted or bare), after which the caller checks for

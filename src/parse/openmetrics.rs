@@ -15,10 +15,11 @@ impl<'a> Parser<'a> {
         self.labels.clear();
         let b = self.src.as_bytes();
         let p = self.pos;
+        // Set before the end check too: a part that ends here resumes on this line.
+        self.entry_line = self.cur_line;
         let Some(&c) = b.get(p) else {
             return fail(p, ParseErrorKind::MissingEof);
         };
-        self.entry_line = self.cur_line;
         match c {
             b'#' => self.om_comment(p),
             b'{' => self.om_sample(p).map(Some),
@@ -38,7 +39,11 @@ impl<'a> Parser<'a> {
             if end != b.len() {
                 return fail(end, ParseErrorKind::DataAfterEof);
             }
+            if end > hash + 5 {
+                self.cur_line += 1;
+            }
             self.pos = end;
+            self.saw_eof = true;
             return Ok(None);
         }
         let keyword = if rest.starts_with(b" HELP ") {

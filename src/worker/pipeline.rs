@@ -284,7 +284,7 @@ impl Walker {
 
     /// Parses `body` and calls `emit` for every sample that survives relabeling.
     /// `cache` is the target's relabel cache; it is used only when metric relabeling is
-    /// configured.
+    /// configured. The same as one [`Walker::walk_part`] call with the whole body.
     pub fn walk<'a>(
         &mut self,
         body: &'a [u8],
@@ -294,16 +294,80 @@ impl Walker {
         stats: &mut WalkStats,
         emit: &mut dyn FnMut(Series<'_>) -> Result<(), ScrapeFailure>,
     ) -> Result<(), ScrapeFailure> {
-        let mut parser = parse::Parser::new(body, format)?;
+        let mut stream = WalkStream::new(format);
+        self.walk_part(body, true, &mut stream, cfg, cache, stats, emit)
+            .map(|_| ())
+    }
+
+    /// Walks one part of a body that arrives in parts (a streamed scrape), with what
+    /// crosses part boundaries kept in `stream`. Emits, counts and fails exactly as
+    /// [`Walker::walk`] on the whole body (same series, [`WalkStats`], error kind, line
+    /// and column), with one exception: invalid UTF-8 is found only when its part
+    /// arrives, after the samples of earlier parts were emitted (the walk fails all the
+    /// same). Returns how many bytes of `part` were consumed; the rest is the start of an
+    /// entry that the part boundary cut (a quoted label value can hold raw line breaks
+    /// in the text format) and must be prefixed to the next part.
+    ///
+    /// The carry loop (the tests' `walk_in_parts` is this loop):
+    ///
+    /// ```text
+    /// stream = WalkStream::new(format)
+    /// pending = []             // bytes read but not consumed yet
+    /// retry_at = 0
+    /// for each chunk read from the body:
+    ///     pending += chunk
+    ///     cut = 1 + offset of the last b'\n' in pending, or read on if there is none
+    ///     if cut < retry_at: read on
+    ///     n = walk_part(pending[..cut], last = false, &mut stream, ...)?
+    ///     pending.drain(..n)
+    ///     retry_at = if n < cut { 2 * (cut - n) } else { 0 }
+    /// walk_part(pending, last = true, &mut stream, ...)?   // also when pending is empty
+    /// ```
+    ///
+    /// A part that is not the last must end right after a b'\n', and the next part must
+    /// start with the bytes the last call did not consume. `retry_at` keeps a long cut
+    /// entry (a label value with many raw line breaks) from being parsed again at every
+    /// read: the next try waits until the part is twice the carried bytes, so re-parsing
+    /// stays linear in the body; skipping a call never changes the result. After an
+    /// error, or after the `last` part, the stream is done.
+    #[allow(clippy::too_many_arguments)] // the walk's inputs, each owned by another party
+    pub fn walk_part<'a>(
+        &mut self,
+        part: &'a [u8],
+        last: bool,
+        stream: &mut WalkStream,
+        cfg: &WalkConfig<'a>,
+        cache: &mut HashKeyed<Cached>,
+        stats: &mut WalkStats,
+        emit: &mut dyn FnMut(Series<'_>) -> Result<(), ScrapeFailure>,
+    ) -> Result<usize, ScrapeFailure> {
+        if stream.saw_eof {
+            // The parser ended the body at `# EOF`; a later part may only be empty.
+            if part.is_empty() {
+                return Ok(0);
+            }
+            return Err(ParseError {
+                line: stream.next_line,
+                column: 1,
+                kind: ParseErrorKind::DataAfterEof,
+            }
+            .into());
+        }
+        let mut parser = parse::Parser::new_part(part, stream.format, stream.next_line, last)?;
         let mut scratch_refs: Vec<LRef<'a>> = Vec::with_capacity(16);
         let mut refs: Vec<LRef<'a>> = Vec::with_capacity(24);
         let target = cfg.target_labels.as_slice();
         let scrape_ts = cfg.scrape_ts;
-        let mut family = MetricType::Unknown;
+        let mut family = stream.family;
         loop {
             let entry = match parser.next() {
                 Ok(Some(entry)) => entry,
-                Ok(None) => break,
+                Ok(None) => {
+                    stream.family = family;
+                    stream.next_line = parser.next_line();
+                    stream.saw_eof = parser.saw_eof();
+                    return Ok(parser.consumed());
+                }
                 Err(e) => {
                     // Prometheus parses a sample with a repeated label name and fails only
                     // when appending it, so it counts as scraped.
@@ -424,7 +488,30 @@ impl Walker {
                 explicit_timestamp,
             })?;
         }
-        Ok(())
+    }
+}
+
+/// What a walk in parts carries from one part to the next (see [`Walker::walk_part`]).
+#[derive(Debug, Clone)]
+pub struct WalkStream {
+    format: Format,
+    /// The type of the last `# TYPE` line, for `le`/`quantile` re-spelling.
+    family: MetricType,
+    /// The body's 1-based line on which the next part starts.
+    next_line: usize,
+    /// OpenMetrics `# EOF` was read: the body must end there.
+    saw_eof: bool,
+}
+
+impl WalkStream {
+    /// The state before the first part of a body in `format`.
+    pub fn new(format: Format) -> Self {
+        WalkStream {
+            format,
+            family: MetricType::Unknown,
+            next_line: 1,
+            saw_eof: false,
+        }
     }
 }
 
@@ -737,4 +824,446 @@ mod tests {
         .expect("ok");
         assert_eq!(bits, wire::NORMAL_NAN_BITS);
     }
+}
+
+/// A walk in parts ([`Walker::walk_part`]) emits, counts and fails exactly as the walk of
+/// the whole body, wherever the body is cut.
+#[cfg(test)]
+mod part_tests {
+    use super::*;
+
+    use crate::parse::generator;
+
+    /// Everything a walk produced.
+    #[derive(Debug, PartialEq)]
+    struct Outcome {
+        /// Labels, hash, value bits, timestamp and whether it was explicit, per series.
+        series: Vec<(Vec<u8>, u64, u64, i64, bool)>,
+        scraped: u64,
+        post_relabel: u64,
+        /// A parse error as (line, column, kind); any other failure as its text.
+        parse_error: Option<ParseError>,
+        other_error: Option<String>,
+    }
+
+    impl Outcome {
+        fn new(series: Vec<(Vec<u8>, u64, u64, i64, bool)>, stats: WalkStats) -> Self {
+            Outcome {
+                series,
+                scraped: stats.scraped,
+                post_relabel: stats.post_relabel,
+                parse_error: None,
+                other_error: None,
+            }
+        }
+
+        fn fail(&mut self, e: ScrapeFailure) {
+            match e {
+                ScrapeFailure::Parse(e) => self.parse_error = Some(e),
+                e => self.other_error = Some(e.to_string()),
+            }
+        }
+
+        fn is_invalid_utf8(&self) -> bool {
+            self.parse_error
+                .as_ref()
+                .is_some_and(|e| e.kind == ParseErrorKind::InvalidUtf8)
+        }
+    }
+
+    fn collect(out: &mut Vec<(Vec<u8>, u64, u64, i64, bool)>, s: Series<'_>) {
+        out.push((
+            s.labels.to_vec(),
+            s.hash,
+            s.value.to_bits(),
+            s.timestamp,
+            s.explicit_timestamp,
+        ));
+    }
+
+    fn walk_whole(body: &[u8], format: Format, cfg: &WalkConfig<'_>) -> Outcome {
+        let mut series = Vec::new();
+        let mut stats = WalkStats::default();
+        let r = Walker::default().walk(
+            body,
+            format,
+            cfg,
+            &mut HashKeyed::default(),
+            &mut stats,
+            &mut |s| {
+                collect(&mut series, s);
+                Ok(())
+            },
+        );
+        let mut o = Outcome::new(series, stats);
+        if let Err(e) = r {
+            o.fail(e);
+        }
+        o
+    }
+
+    /// The worker's carry loop (documented on [`Walker::walk_part`]) over `chunks`, the
+    /// reads of one body. `retry` applies the doubling rule for cut entries; without it
+    /// a cut entry is tried again with every read that brings a line break.
+    fn walk_in_parts<'c>(
+        chunks: impl IntoIterator<Item = &'c [u8]>,
+        format: Format,
+        cfg: &WalkConfig<'_>,
+        retry: bool,
+    ) -> Outcome {
+        let mut walker = Walker::default();
+        let mut cache = HashKeyed::default();
+        let mut series = Vec::new();
+        let mut stats = WalkStats::default();
+        let mut stream = WalkStream::new(format);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut retry_at = 0;
+        let mut emit = |s: Series<'_>| {
+            collect(&mut series, s);
+            Ok(())
+        };
+        let mut result = Ok(());
+        for chunk in chunks {
+            pending.extend_from_slice(chunk);
+            let Some(nl) = memchr::memrchr(b'\n', &pending) else {
+                continue;
+            };
+            let cut = nl + 1;
+            if retry && cut < retry_at {
+                continue;
+            }
+            match walker.walk_part(
+                &pending[..cut],
+                false,
+                &mut stream,
+                cfg,
+                &mut cache,
+                &mut stats,
+                &mut emit,
+            ) {
+                Ok(n) => {
+                    assert!(n == 0 || pending[n - 1] == b'\n', "consumed {n} of {cut}");
+                    pending.drain(..n);
+                    retry_at = if n < cut { 2 * (cut - n) } else { 0 };
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = walker
+                .walk_part(
+                    &pending,
+                    true,
+                    &mut stream,
+                    cfg,
+                    &mut cache,
+                    &mut stats,
+                    &mut emit,
+                )
+                .map(|n| assert_eq!(n, pending.len(), "the last part is walked whole"));
+        }
+        let mut o = Outcome::new(series, stats);
+        if let Err(e) = result {
+            o.fail(e);
+        }
+        o
+    }
+
+    /// Chunk lengths in `1..=max` from a xorshift seed.
+    fn random_chunks(body: &[u8], seed: u64, max: usize) -> Vec<&[u8]> {
+        let mut x = seed | 1;
+        let mut out = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % max as u64) as usize;
+            let (a, b) = rest.split_at(len.min(rest.len()));
+            out.push(a);
+            rest = b;
+        }
+        out
+    }
+
+    fn target_labels() -> LabelSet {
+        LabelSet::from_pairs([("instance", "h:1"), ("job", "j")])
+    }
+
+    fn rules() -> Vec<relabel::Rule> {
+        let rule = |c: relabel::RelabelConfig| relabel::Rule::compile(&c).expect("rule");
+        vec![
+            rule(relabel::RelabelConfig {
+                source_labels: Some(vec!["__name__".into()]),
+                regex: Some(".*_(sum|gsum)".into()),
+                action: Some("drop".into()),
+                ..Default::default()
+            }),
+            rule(relabel::RelabelConfig {
+                target_label: Some("extra".into()),
+                replacement: Some("v".into()),
+                ..Default::default()
+            }),
+        ]
+    }
+
+    /// Compares the whole walk with walks in parts cut every way; returns the whole
+    /// walk's outcome for the caller's own checks.
+    fn check(
+        what: &str,
+        body: &[u8],
+        format: Format,
+        cfg: &WalkConfig<'_>,
+        small: bool,
+    ) -> Outcome {
+        let want = walk_whole(body, format, cfg);
+        let same = |how: &str, got: Outcome| {
+            if want.is_invalid_utf8() {
+                // Found only when its part arrives, after earlier parts were walked.
+                assert_eq!(got.parse_error, want.parse_error, "{what} {how}");
+            } else {
+                assert_eq!(got, want, "{what} {how}");
+            }
+        };
+        let lines: Vec<&[u8]> = body.split_inclusive(|&c| c == b'\n').collect();
+        for retry in [false, true] {
+            same(
+                &format!("by lines, retry {retry}"),
+                walk_in_parts(lines.iter().copied(), format, cfg, retry),
+            );
+            for seed in 1..=6 {
+                let chunks = random_chunks(body, seed, if small { 16 } else { 4096 });
+                same(
+                    &format!("seed {seed}, retry {retry}"),
+                    walk_in_parts(chunks, format, cfg, retry),
+                );
+            }
+        }
+        if small {
+            same(
+                "by bytes",
+                walk_in_parts(body.chunks(1), format, cfg, false),
+            );
+            let mut at = 0;
+            for line in &lines {
+                at += line.len();
+                let (a, b) = body.split_at(at);
+                same(
+                    &format!("cut at {at}"),
+                    walk_in_parts([a, b], format, cfg, false),
+                );
+            }
+        }
+        want
+    }
+
+    fn configs<'c>(target: &'c LabelSet, rules: &'c [relabel::Rule]) -> [WalkConfig<'c>; 2] {
+        let plain = WalkConfig {
+            target_labels: target,
+            scrape_ts: 1000,
+            honor_labels: false,
+            honor_timestamps: true,
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
+            metric_relabel: &[],
+        };
+        [
+            plain,
+            WalkConfig {
+                metric_relabel: rules,
+                ..plain
+            },
+        ]
+    }
+
+    #[test]
+    fn corpus_files_walk_the_same_in_parts() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/exposition");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("corpus")
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                let format = match path.extension()?.to_str()? {
+                    "prom" => Format::PromText,
+                    "om" => Format::OpenMetrics,
+                    _ => return None,
+                };
+                Some((path, format))
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        assert!(files.len() >= 30, "corpus has only {} files", files.len());
+        let (target, rules) = (target_labels(), rules());
+        let mut emitted = 0;
+        for (path, format) in &files {
+            let body = std::fs::read(path).expect("corpus file");
+            for cfg in &configs(&target, &rules) {
+                emitted += check(&path.display().to_string(), &body, *format, cfg, true)
+                    .series
+                    .len();
+            }
+        }
+        assert!(emitted > 200, "only {emitted} series from the corpus");
+    }
+
+    #[test]
+    fn a_generated_body_walks_the_same_in_parts() {
+        let text = generator::realistic_exposition(300_000);
+        let om = format!("{text}# EOF\n");
+        let (target, rules) = (target_labels(), rules());
+        for cfg in &configs(&target, &rules) {
+            let a = check("text", text.as_bytes(), Format::PromText, cfg, false);
+            let b = check(
+                "openmetrics",
+                om.as_bytes(),
+                Format::OpenMetrics,
+                cfg,
+                false,
+            );
+            assert_eq!(a, b);
+            assert!(a.series.len() > 2_000 && a.parse_error.is_none());
+        }
+    }
+
+    #[test]
+    fn hand_written_bodies_walk_the_same_in_parts() {
+        let (target, rules) = (target_labels(), rules());
+        let cfgs = configs(&target, &rules);
+        let text = |body: &[u8]| -> Outcome {
+            let want = check("text", body, Format::PromText, &cfgs[0], true);
+            check("text, relabeled", body, Format::PromText, &cfgs[1], true);
+            want
+        };
+        let om = |body: &[u8]| -> Outcome {
+            let want = check("openmetrics", body, Format::OpenMetrics, &cfgs[0], true);
+            check(
+                "openmetrics, relabeled",
+                body,
+                Format::OpenMetrics,
+                &cfgs[1],
+                true,
+            );
+            want
+        };
+        let err = |o: &Outcome| {
+            o.parse_error
+                .as_ref()
+                .map(|e| (e.line, e.column, e.kind.clone()))
+        };
+        let le_one = |o: &Outcome, name: &[u8]| {
+            o.series
+                .iter()
+                .any(|s| s.0.windows(name.len()).any(|w| w == name))
+        };
+
+        // A TYPE line whose samples come many lines later: le/quantile still re-spelled.
+        let mut body = b"# TYPE h histogram\n".to_vec();
+        for i in 0..50 {
+            body.extend_from_slice(format!("h_bucket{{x=\"{i}\",le=\"1\"}} {i}\n").as_bytes());
+        }
+        body.extend_from_slice(b"# TYPE s summary\n# HELP s x\n\ns{quantile=\"1\"} 1\n");
+        body.extend_from_slice(b"# TYPE g gauge\ng{le=\"1\"} 1\n");
+        let o = text(&body);
+        assert!(le_one(&o, b"1.0") && le_one(&o, b"le\x12\x011"));
+        assert_eq!(o.scraped, 52);
+
+        // Quoted label values and names with raw line breaks, cut anywhere.
+        let o = text(b"a 1\nm{x=\"one\ntwo\n\nfour\",y=\"z\"} 2\nb 3\n{\"quoted\nname\",l=\"v\"} 4\n# HELP \"multi\nline\" text\nc 5");
+        assert_eq!((o.scraped, err(&o)), (5, None));
+        // Errors in the middle, also after multi-line values: same line and column.
+        let o = text(b"a 1\nb 2\nc{x=\"1\"} bad\nd 4\n");
+        assert_eq!(err(&o).map(|e| (e.0, e.1)), Some((3, 10)));
+        let o = text(b"m{x=\"a\nb\"} 1\nn{y=\"c\nd\"} 2 junk\nnever 3\n");
+        assert_eq!(err(&o).map(|e| (e.0, e.1)), Some((4, 7)));
+        assert_eq!(o.scraped, 1);
+        let o = text(b"a 1\nm{x=\"never\nclosed\n\n");
+        assert_eq!(err(&o), Some((2, 5, ParseErrorKind::UnterminatedString)));
+        let o = text(b"a 1\nm{x=\"a\\\nb\"} 1\n");
+        assert_eq!(err(&o), Some((2, 7, ParseErrorKind::InvalidEscape)));
+        // A repeated label name counts as scraped, in parts too.
+        let o = text(b"ok 1\nm{a=\"1\",a=\"2\"} 2\nnever 3\n");
+        assert_eq!((o.scraped, o.series.len()), (2, 1));
+        let o = text(b"a 1\n\nb{x=\"\xff\"} 2\n");
+        assert_eq!(err(&o), Some((3, 6, ParseErrorKind::InvalidUtf8)));
+        let o = text(b"\n\n  a 1\n\t\n b{x=\"1\"} 2 123\n\n");
+        assert_eq!(o.series.len(), 2);
+        assert!(text(b"").series.is_empty());
+
+        // OpenMetrics with and without # EOF, and data after it.
+        let o = om(b"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n# EOF\n");
+        assert!(le_one(&o, b"1.0") && err(&o).is_none());
+        let o = om(b"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n");
+        assert_eq!(err(&o), Some((3, 1, ParseErrorKind::MissingEof)));
+        assert_eq!(o.series.len(), 1);
+        let o = om(b"a 1\n# EOF\nb 2\n");
+        assert_eq!(err(&o), Some((3, 1, ParseErrorKind::DataAfterEof)));
+        let o = om(b"a 1\n# EOF\n\n");
+        assert_eq!(err(&o), Some((3, 1, ParseErrorKind::DataAfterEof)));
+        let o = om(b"# EOF\n# EOF\n");
+        assert_eq!(err(&o), Some((2, 1, ParseErrorKind::DataAfterEof)));
+        let o = om(b"a 1\n# EOF ");
+        assert_eq!(err(&o), Some((2, 6, ParseErrorKind::DataAfterEof)));
+        assert!(err(&om(b"a 1\n# EOF")).is_none());
+        let o = om(b"a 1\nb 2");
+        assert_eq!(err(&o), Some((2, 4, ParseErrorKind::MissingEof)));
+        let o = om(b"");
+        assert_eq!(err(&o), Some((1, 1, ParseErrorKind::MissingEof)));
+        let o = om(b"# HELP \"a\nb\" text\na 1\n{\"c\nd\",e=\"f\"} 2\n# EOF\n");
+        assert_eq!((o.series.len(), err(&o)), (2, None));
+        let o = om(b"a 1\nb{x=\"1\n\"} 1\n# EOF\n");
+        assert_eq!(err(&o).map(|e| (e.0, e.1)), Some((2, 7)));
+
+        // A limit hit in a later part fails the same way.
+        let limited = WalkConfig {
+            label_limit: 4,
+            ..cfgs[0]
+        };
+        let o = check(
+            "label limit",
+            b"a 1\nb{x=\"1\"} 2\nc{x=\"1\",y=\"2\"} 3\nd 4\n",
+            Format::PromText,
+            &limited,
+            true,
+        );
+        assert_eq!(o.series.len(), 2);
+        assert!(o.other_error.is_some_and(|e| e.contains("label_limit")));
+    }
+
+    #[test]
+    fn a_part_returns_what_it_consumed() {
+        let cfg = configs(&NO_TARGET, &[])[0];
+        let mut w = Walker::default();
+        let mut stream = WalkStream::new(Format::PromText);
+        let mut n = 0;
+        let mut walk = |part: &[u8], last, stream: &mut WalkStream| {
+            w.walk_part(
+                part,
+                last,
+                stream,
+                &cfg,
+                &mut HashKeyed::default(),
+                &mut WalkStats::default(),
+                &mut |_| {
+                    n += 1;
+                    Ok(())
+                },
+            )
+        };
+        let consumed = walk(b"# TYPE h histogram\na 1\nh{le=\"1\n", false, &mut stream);
+        assert_eq!(consumed.ok(), Some(23));
+        assert_eq!(
+            (stream.family, stream.next_line, stream.saw_eof),
+            (MetricType::Histogram, 3, false)
+        );
+        let consumed = walk(b"h{le=\"1\n\"} 2\n", true, &mut stream);
+        assert_eq!(consumed.ok(), Some(13));
+        assert_eq!(stream.next_line, 5);
+        assert_eq!(n, 2);
+    }
+
+    static NO_TARGET: LabelSet = LabelSet::new();
 }
