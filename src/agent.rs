@@ -12,6 +12,7 @@
 //! committed before the signal is lost.
 
 use crate::append::{AppendBuffer, FlushConfig, Flusher};
+use crate::budget::MemoryBudget;
 use crate::config::{Config, ConfigError};
 use crate::coordinator::{Control, Coordinator, TargetsView};
 use crate::metrics::{self, Registry};
@@ -57,6 +58,11 @@ pub enum AgentError {
     Listen(#[from] ListenError),
     #[error(transparent)]
     RemoteWrite(#[from] RemoteWriteError),
+    #[error("preparing the work directory {path}: {source}")]
+    WorkDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("starting thread {name}: {source}")]
     Thread {
         name: &'static str,
@@ -71,6 +77,26 @@ fn thread_err(name: &'static str) -> impl FnOnce(std::io::Error) -> AgentError {
 /// The directory of the spool below the data path.
 pub fn spool_dir(data: &std::path::Path) -> PathBuf {
     data.join("spool")
+}
+
+/// The workers' directory below the data path: bodies kept for staleness markers and
+/// streamed scrapes being staged. Nothing in it outlives the process.
+pub fn work_dir(data: &std::path::Path) -> PathBuf {
+    data.join("work")
+}
+
+/// Empties the work directory left by an earlier run (its files are meaningless now).
+fn reset_work_dir(dir: &std::path::Path) -> Result<(), AgentError> {
+    let io = |source| AgentError::WorkDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::create_dir_all(dir).map_err(io)
 }
 
 /// Loads the config with the command-line overrides applied.
@@ -128,7 +154,21 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
     );
     let remote = RemoteWrite::start(&config, &spool, &registry)?;
     let spool = Arc::new(Mutex::new(spool));
-    let buffer = AppendBuffer::new(config.engine.stripes);
+    let budget = MemoryBudget::new(
+        config.engine.memory_limit,
+        config.engine.stream_threshold as usize,
+        config.engine.workers,
+        &registry,
+    );
+    let buffer = AppendBuffer::new(config.engine.stripes, budget.clone());
+    {
+        let b = Arc::downgrade(&buffer);
+        budget.set_flush_hook(Box::new(move || {
+            if let Some(b) = b.upgrade() {
+                b.request_flush();
+            }
+        }));
+    }
     let flusher = Flusher::start(
         buffer.clone(),
         spool.clone(),
@@ -142,11 +182,15 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
 
     let (job_tx, job_rx) = bounded::<Job>(config.engine.queue_size);
     register_queue_metrics(&registry, job_rx.clone(), config.engine.queue_size);
+    let work_dir = work_dir(&config.storage.path);
+    reset_work_dir(&work_dir)?;
     let ctx = Arc::new(WorkerContext {
         client: HttpClient::new(),
         append: buffer,
         metrics: WorkerMetrics::new(&registry),
         stopping: AtomicBool::new(false),
+        budget,
+        work_dir: Some(work_dir),
     });
     let workers = WorkerPool::start(config.engine.workers, job_rx, ctx.clone())
         .map_err(thread_err("sw-worker"))?;

@@ -11,13 +11,16 @@
 //! most `max_block_samples` series entries, appends them to the spool (each block tagged
 //! with its stripe, so shippers can send stripes in parallel and each in order) and fsyncs
 //! once.
+//! It also flushes early when the memory budget finds the buffer over its share
+//! ([`AppendBuffer::request_flush`]).
 //! On stop it flushes whatever is left and fsyncs: that is the drain promise. A spool
 //! error is logged and counted; the data of that flush is lost and the spool is poisoned,
 //! which the readiness endpoint reports.
 
+use crate::budget::{MemoryBudget, Part};
 use crate::metrics::{Counter, Gauge, Registry};
 use crate::spool::{BlockMeta, Spool};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,15 +39,29 @@ struct Stripe {
 pub struct AppendBuffer {
     stripes: Box<[Mutex<Stripe>]>,
     buffered_bytes: AtomicU64,
+    budget: Arc<MemoryBudget>,
+    /// Early-flush requests to the flusher; one pending request is enough.
+    flush_tx: Sender<()>,
+    flush_rx: Receiver<()>,
 }
 
 impl AppendBuffer {
-    pub fn new(stripes: usize) -> Arc<Self> {
+    pub fn new(stripes: usize, budget: Arc<MemoryBudget>) -> Arc<Self> {
         let n = stripes.max(1);
+        let (flush_tx, flush_rx) = bounded(1);
         Arc::new(Self {
             stripes: (0..n).map(|_| Mutex::new(Stripe::default())).collect(),
             buffered_bytes: AtomicU64::new(0),
+            budget,
+            flush_tx,
+            flush_rx,
         })
+    }
+
+    /// Asks the flusher to flush now rather than at its next interval.
+    pub fn request_flush(&self) {
+        // Full means a request is already pending.
+        let _ = self.flush_tx.try_send(());
     }
 
     /// Appends one scrape's encoded series. `key` picks the stripe and must be stable per
@@ -66,6 +83,10 @@ impl AppendBuffer {
         drop(s);
         self.buffered_bytes
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.budget.add(Part::Append, batch.len() as i64);
+        if self.budget.append_over_share() {
+            self.request_flush();
+        }
     }
 
     /// Bytes committed and not yet flushed.
@@ -92,6 +113,8 @@ impl AppendBuffer {
             self.buffered_bytes
                 .fetch_sub(spare.len() as u64, Ordering::Relaxed);
             each(index as u32, spare, samples, min_ts, max_ts);
+            // Released once the bytes are in the spool, so waiters see real room.
+            self.budget.add(Part::Append, -(spare.len() as i64));
         }
     }
 }
@@ -189,11 +212,13 @@ fn flush_loop(
 ) {
     let mut spare = Vec::new();
     let mut block = Vec::new();
+    let early = buffer.flush_rx.clone();
     loop {
-        let last = !matches!(
-            stop.recv_timeout(cfg.interval),
-            Err(RecvTimeoutError::Timeout)
-        );
+        let last = select! {
+            recv(stop) -> _ => true,
+            recv(early) -> _ => false,
+            default(cfg.interval) => false,
+        };
         flush_once(&buffer, &spool, &cfg, &m, &mut spare, &mut block);
         if last {
             break;
@@ -301,7 +326,7 @@ mod tests {
         )
         .expect("open");
         let spool = Arc::new(Mutex::new(spool));
-        let buf = AppendBuffer::new(4);
+        let buf = AppendBuffer::new(4, MemoryBudget::unlimited());
         for ts in 0..10 {
             let mut b = series("a", ts);
             b.extend(series("b", ts));

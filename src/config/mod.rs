@@ -271,8 +271,11 @@ pub struct EngineConfig {
     pub reload_throttle: Duration,
     /// Capacity of the wheel → workers channel. Default 1024.
     pub queue_size: usize,
-    /// Bytes, 0 = none. Default 0.
+    /// Bytes the accounted allocations (bodies in flight, series state, the append
+    /// buffer) may use before back-pressure; 0 = none. Default 0.
     pub memory_limit: u64,
+    /// Bodies larger than this are parsed and committed in streamed parts. Default 1MiB.
+    pub stream_threshold: u64,
 }
 
 /// `[storage]`: the on-disk spool.

@@ -235,6 +235,7 @@ pub(super) struct RawEngine {
     pub reload_throttle: Option<Spanned<DurationText>>,
     pub queue_size: Option<Spanned<u64>>,
     pub memory_limit: Option<Spanned<SizeText>>,
+    pub stream_threshold: Option<Spanned<SizeText>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -66,6 +66,8 @@ const DEFAULT_WHEEL_TICK: Duration = Duration::from_millis(1);
 const DEFAULT_STRIPES: u64 = 16;
 const DEFAULT_RELOAD_THROTTLE: Duration = Duration::from_secs(5);
 const DEFAULT_QUEUE_SIZE: u64 = 1024;
+const DEFAULT_STREAM_THRESHOLD: u64 = 1 << 20;
+const MIN_STREAM_THRESHOLD: u64 = crate::budget::MIN_PART as u64;
 const DEFAULT_STORAGE_PATH: &str = "data";
 const DEFAULT_RETENTION_SIZE: u64 = 1 << 30;
 const DEFAULT_RETENTION_TIME: Duration = Duration::from_secs(24 * 3600);
@@ -1347,19 +1349,18 @@ fn engine(raw: &RawEngine) -> Result<EngineConfig> {
             DEFAULT_QUEUE_SIZE,
             1..=u64::MAX,
         )?,
-        memory_limit: match (
-            &raw.memory_limit,
-            size(&raw.memory_limit, "engine.memory_limit")?,
-        ) {
-            // Accepting a budget that nothing enforces would be a silent lie.
-            (Some(spanned), Some(n)) if n > 0 => {
+        memory_limit: size(&raw.memory_limit, "engine.memory_limit")?.unwrap_or(0),
+        stream_threshold: match size(&raw.stream_threshold, "engine.stream_threshold")? {
+            None => DEFAULT_STREAM_THRESHOLD,
+            Some(n) if n >= MIN_STREAM_THRESHOLD => n,
+            Some(_) => {
+                let span = raw.stream_threshold.as_ref().map_or(0..0, |s| s.span());
                 return Err(invalid(
-                    spanned.span(),
-                    "engine.memory_limit",
-                    "engine.memory_limit is not enforced yet; leave it out or set it to 0",
-                ))
+                    span,
+                    "engine.stream_threshold",
+                    "stream_threshold must be at least 64KiB: smaller parts cost more than they save",
+                ));
             }
-            _ => 0,
         },
     })
 }

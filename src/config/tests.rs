@@ -679,15 +679,24 @@ fn sizes_accept_integers_and_strings() {
 }
 
 #[test]
-fn a_memory_limit_nothing_enforces_is_refused() {
-    let e = Config::from_str("[engine]\nmemory_limit = \"256MB\"\n", Path::new("m.toml"))
-        .expect_err("refused");
+fn memory_limit_and_stream_threshold_are_sizes() {
+    let c = ok("[engine]\nmemory_limit = \"256MiB\"\nstream_threshold = \"4MiB\"\n");
+    assert_eq!(
+        (c.engine.memory_limit, c.engine.stream_threshold),
+        (256 << 20, 4 << 20)
+    );
+    assert_eq!(ok("").engine.stream_threshold, 1 << 20);
+    let e = Config::from_str(
+        "[engine]\nstream_threshold = \"1KiB\"\n",
+        Path::new("m.toml"),
+    )
+    .expect_err("refused");
     let text = e.to_string();
     assert!(
-        text.starts_with("m.toml:2:16: engine.memory_limit:"),
+        text.starts_with("m.toml:2:20: engine.stream_threshold:"),
         "{text}"
     );
-    assert!(text.contains("not enforced yet"), "{text}");
+    assert!(text.contains("at least 64KiB"), "{text}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -15,23 +15,28 @@
 pub mod cache;
 pub mod pipeline;
 pub mod state;
+pub mod stream;
 
 use crate::append::AppendBuffer;
+use crate::budget::{Charge, MemoryBudget, Part};
 use crate::hash::{HashKeyed, HashSetKeyed};
 use crate::metrics::{Counter, Gauge, IntervalSummary, Registry};
 use crate::parse::Format;
-use crate::scrape::{HttpClient, ScrapeRequest};
+use crate::scrape::{BodyStream, HttpClient, ScrapeRequest};
 use crate::target::Target;
 use crate::wheel::DueKind;
 use crate::wire;
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
-use pipeline::{ScrapeFailure, Series, WalkConfig, WalkStats, Walker};
-use state::{diff_sorted, ScrapeState, StoredBody};
+use pipeline::{ScrapeFailure, Series, WalkConfig, WalkStats, WalkStream, Walker};
+use state::{diff_sorted, BodyWriter, ScrapeState};
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use stream::{walk_parts, Piece, ReadMore, Staging};
 
 /// A due scrape handed from the wheel to a worker.
 pub struct Job {
@@ -189,6 +194,10 @@ pub struct WorkerContext {
     /// Set at shutdown: jobs still queued are skipped (the scrape in hand finishes), and
     /// no end-of-run markers are written, as in Prometheus.
     pub stopping: std::sync::atomic::AtomicBool,
+    pub budget: Arc<MemoryBudget>,
+    /// Where workers keep stored bodies and stage streamed scrapes (`<data>/work`,
+    /// emptied at start); `None` keeps both in memory.
+    pub work_dir: Option<PathBuf>,
 }
 
 /// The running pool.
@@ -206,7 +215,7 @@ impl WorkerPool {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("sw-worker-{i}"))
-                    .spawn(move || run(rx, ctx))?,
+                    .spawn(move || run(i, rx, ctx))?,
             );
         }
         Ok(Self { handles })
@@ -220,8 +229,15 @@ impl WorkerPool {
     }
 }
 
-fn run(rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
-    let mut scratch = Scratch::default();
+fn run(id: usize, rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
+    let new_scratch = || {
+        Scratch::with_work_dir(
+            ctx.work_dir.as_deref(),
+            &format!("worker-{id}"),
+            &ctx.budget,
+        )
+    };
+    let mut scratch = new_scratch();
     while let Ok(job) = rx.recv() {
         if ctx.stopping.load(Ordering::Acquire) {
             job.target.in_flight.store(false, Ordering::Release);
@@ -241,7 +257,7 @@ fn run(rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
                 target = target.display_url(),
                 job = target.job_name()
             );
-            scratch = Scratch::default();
+            scratch = new_scratch();
         }
         if job.kind == DueKind::Scrape {
             target.in_flight.store(false, Ordering::Release);
@@ -253,8 +269,8 @@ fn run(rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
 
 /// Per-worker buffers, reused across scrapes so the steady state allocates nothing per
 /// sample.
-#[derive(Default)]
 pub struct Scratch {
+    /// The body (buffered), or the current part and its carry (streamed).
     body: Vec<u8>,
     old_body: Vec<u8>,
     batch: Vec<u8>,
@@ -274,9 +290,68 @@ pub struct Scratch {
     looked_up: Vec<u64>,
     /// This worker's handles on the interval-length summaries (a few intervals at most).
     intervals: Vec<(Duration, Arc<IntervalSummary>)>,
+    /// Where stored bodies go (`None`: memory).
+    bodies_dir: Option<PathBuf>,
+    /// A streamed scrape's batch, until it is known to succeed.
+    staging: Staging,
+    /// Size of a streamed part; bodies up to this size are walked whole.
+    part_size: usize,
+    /// The buffers' bytes in the memory budget.
+    charge: Charge,
+}
+
+impl Default for Scratch {
+    /// Everything in memory, no budget: for benches and tests.
+    fn default() -> Self {
+        Scratch {
+            body: Vec::new(),
+            old_body: Vec::new(),
+            batch: Vec::new(),
+            walker: Walker::default(),
+            seen: HashSetKeyed::default(),
+            cur: Vec::new(),
+            vanished: Vec::new(),
+            explicit: Vec::new(),
+            rejected: Vec::new(),
+            acc: Vec::new(),
+            looked_up: Vec::new(),
+            intervals: Vec::new(),
+            bodies_dir: None,
+            staging: Staging::new(None),
+            part_size: 1 << 20,
+            charge: Charge::default(),
+        }
+    }
 }
 
 impl Scratch {
+    /// A worker's scratch: stored bodies and staged pieces in `dir` (memory without one),
+    /// its buffers accounted in `budget`.
+    pub fn with_work_dir(dir: Option<&Path>, name: &str, budget: &Arc<MemoryBudget>) -> Self {
+        Scratch {
+            bodies_dir: dir.map(Path::to_path_buf),
+            staging: Staging::new(dir.map(|d| d.join(format!("{name}.staging")))),
+            part_size: budget.part_size(),
+            charge: Charge::new(budget, Part::Bodies),
+            ..Scratch::default()
+        }
+    }
+
+    /// Sets the size above which bodies are streamed, in parts of that size.
+    pub fn set_part_size(&mut self, n: usize) {
+        self.part_size = n.max(1);
+    }
+
+    /// Bytes held by the buffers that grow with a body.
+    fn buffer_bytes(&self) -> u64 {
+        (self.body.capacity()
+            + self.old_body.capacity()
+            + self.batch.capacity()
+            + self.seen.capacity() * 16
+            + (self.cur.capacity() + self.vanished.capacity() + self.acc.capacity()) * 8)
+            as u64
+    }
+
     /// The body buffer the HTTP stage fills (benches and tests fill it directly).
     pub fn body_mut(&mut self) -> &mut Vec<u8> {
         &mut self.body
@@ -308,6 +383,15 @@ struct BatchInfo {
 }
 
 impl BatchInfo {
+    fn piece(&self) -> Piece {
+        Piece {
+            len: 0,
+            samples: self.samples,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+        }
+    }
+
     fn note(&mut self, ts: i64) {
         if self.samples == 0 {
             self.min_ts = ts;
@@ -337,6 +421,9 @@ fn walk_config(target: &Target, scrape_ts: i64) -> WalkConfig<'_> {
 fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     let target = &job.target;
     let cfg = &target.job.config;
+    // Near the memory limit, wait for the flusher to make room before taking more in.
+    ctx.budget.admit(target.timeout.min(target.interval) / 2);
+    s.part_size = ctx.budget.part_size();
     let start = Instant::now();
     let start_ms = crate::time::unix_ms();
     let now_ns = crate::time::unix_ns();
@@ -350,10 +437,14 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
         .lock()
         .clone()
         .or_else(|| target.job.transport_error.clone());
-    let fetched: Result<Option<Format>, ScrapeFailure> = match forced {
+    let mut opened: Option<BodyStream> = None;
+    // The format, and whether the body was read whole (else the rest is streamed).
+    let fetched: Result<Option<(Format, bool)>, ScrapeFailure> = match forced {
         Some(err) => Err(ScrapeFailure::Forced(err)),
         None => {
-            s.body.reserve(target.state.lock().body_hint);
+            s.body.clear();
+            s.body
+                .reserve(target.state.lock().body_hint.min(s.part_size));
             let req = ScrapeRequest {
                 url: target.url.clone(),
                 accept: target.job.accept.clone(),
@@ -362,30 +453,70 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
                 body_size_limit: cfg.body_size_limit,
                 auth: target.job.auth.clone(),
             };
-            target
-                .job
-                .client
-                .as_ref()
-                .unwrap_or(&ctx.client)
-                .fetch(&req, &mut s.body)
+            let client = target.job.client.as_ref().unwrap_or(&ctx.client);
+            client
+                .open(&req)
                 .map_err(ScrapeFailure::from)
-                .and_then(|f| {
-                    ctx.metrics.body_bytes.add(s.body.len() as u64);
-                    if s.body.is_empty() {
+                .and_then(|mut st| {
+                    let whole = read_up_to(&mut st, &mut s.body, s.part_size)?;
+                    let format = body_format(st.content_type(), cfg.fallback_scrape_protocol);
+                    opened = Some(st);
+                    if whole && s.body.is_empty() {
                         return Ok(None);
                     }
-                    body_format(f.content_type.as_deref(), cfg.fallback_scrape_protocol).map(Some)
+                    format.map(|f| Some((f, whole)))
                 })
         }
     };
-    let out = process_scrape(s, target, fetched, ts, start);
+    let out = match (fetched, opened.as_mut()) {
+        (Ok(Some((f, false))), Some(st)) => {
+            let mut rest =
+                |buf: &mut Vec<u8>, max: usize| st.read_into(buf, max).map_err(ScrapeFailure::from);
+            process_body(s, target, Ok(Some(f)), Some(&mut rest), ts, start)
+        }
+        (fetched, _) => process_body(
+            s,
+            target,
+            fetched.map(|o| o.map(|(f, _)| f)),
+            None,
+            ts,
+            start,
+        ),
+    };
+    if let Some(st) = &opened {
+        ctx.metrics.body_bytes.add(st.body_len() as u64);
+    }
+    drop(opened);
+    if !s.staging.is_empty() {
+        let (append, budget, key) = (&ctx.append, &ctx.budget, target.key);
+        let replayed = s.staging.replay(&mut s.old_body, &mut |piece, p| {
+            // Each part waits for the flusher rather than piling up in the buffer.
+            budget.wait_for_append_room(STAGED_COMMIT_WAIT);
+            append.commit(key, piece, p.samples, p.min_ts, p.max_ts);
+        });
+        if let Err(e) = replayed {
+            crate::error!(
+                "reading back a streamed scrape's staged samples failed; part of that scrape is lost",
+                target = target.display_url(),
+                err = e
+            );
+        }
+    }
     ctx.append
         .commit(target.key, &s.batch, out.appended, out.min_ts, out.max_ts);
+    {
+        let mut state = target.state.lock();
+        if !state.charge.is_attached() {
+            state.charge = Charge::new(&ctx.budget, Part::Series);
+        }
+        let bytes = state.heap_bytes() as u64;
+        state.charge.set(bytes);
+    }
 
     let m = &ctx.metrics;
     m.scrapes.inc();
     m.samples_scraped.add(out.scraped);
-    m.samples_appended.add(out.appended);
+    m.samples_appended.add(out.appended + out.staged);
     m.stale_markers.add(out.stale_markers);
     m.duplicate_samples.add(out.duplicates);
     m.out_of_order_samples.add(out.out_of_order);
@@ -425,9 +556,38 @@ fn scrape_target(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
         .map(ToString::to_string)
         .unwrap_or_default();
     drop(h);
-    // Keep the body buffer from growing without bound after one huge scrape.
-    if s.body.capacity() > 4 * s.body.len().max(1 << 20) {
+    // One huge body must not pin its buffers in this worker for good.
+    if s.body.capacity() > 4 * s.body.len().max(s.part_size) {
         s.body = Vec::new();
+    }
+    if s.old_body.capacity() > 2 * s.part_size {
+        s.old_body = Vec::new();
+    }
+    if s.batch.capacity() > 4 * s.batch.len().max(s.part_size) {
+        s.batch = Vec::new();
+    }
+    let bytes = s.buffer_bytes();
+    s.charge.set(bytes);
+}
+
+/// How long one staged part of a streamed scrape waits for the flusher to make room.
+const STAGED_COMMIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads the body into `body` until it ends (returns true) or holds `limit` bytes
+/// (returns false: the rest is to be streamed).
+fn read_up_to(
+    st: &mut BodyStream,
+    body: &mut Vec<u8>,
+    limit: usize,
+) -> Result<bool, ScrapeFailure> {
+    loop {
+        let room = limit.saturating_sub(body.len());
+        if room == 0 {
+            return Ok(false);
+        }
+        if st.read_into(body, room)? == 0 {
+            return Ok(true);
+        }
     }
 }
 
@@ -469,6 +629,9 @@ pub struct ScrapeOutcome {
     pub result: Result<(), ScrapeFailure>,
     /// Samples in the batch: series, staleness markers and report series.
     pub appended: u64,
+    /// Samples of a streamed scrape staged in the scratch, to be committed before the
+    /// batch.
+    pub staged: u64,
     pub min_ts: i64,
     pub max_ts: i64,
     pub scraped: u64,
@@ -514,6 +677,20 @@ pub fn process_scrape(
     ts: i64,
     started: Instant,
 ) -> ScrapeOutcome {
+    process_body(s, target, fetched, None, ts, started)
+}
+
+/// [`process_scrape`], with the body either whole in the scratch (`more` is `None`) or
+/// begun there and streamed from `more` in parts: walked part by part, its samples
+/// staged (see [`stream`]) and its copy for staleness written as it goes.
+fn process_body(
+    s: &mut Scratch,
+    target: &Target,
+    fetched: Result<Option<Format>, ScrapeFailure>,
+    more: Option<ReadMore<'_>>,
+    ts: i64,
+    started: Instant,
+) -> ScrapeOutcome {
     let cfg = &target.job.config;
     let mut state = target.state.lock();
     let state = &mut *state;
@@ -526,6 +703,10 @@ pub fn process_scrape(
     let mut info = BatchInfo::default();
     let mut stats = WalkStats::default();
     let mut tally = Tally::default();
+    s.staging.clear();
+    let mut staged = 0u64;
+    let mut writer: Option<BodyWriter> = None;
+    let streamed = more.is_some();
     let mut format = Format::PromText;
     let body_walked = matches!(fetched, Ok(Some(_)));
     let track_explicit = cfg.track_timestamps_staleness;
@@ -554,6 +735,8 @@ pub fn process_scrape(
                     &mut info,
                     &mut tally,
                 );
+                let (staging, staged) = (&mut s.staging, &mut staged);
+                let spill_at = if streamed { s.part_size } else { usize::MAX };
                 let mut emit = |x: Series<'_>| -> Result<(), ScrapeFailure> {
                     attempts += 1;
                     if sample_limit > 0 && attempts > sample_limit {
@@ -592,16 +775,50 @@ pub fn process_scrape(
                     }
                     wire::put_series(batch, x.labels, x.value, x.timestamp);
                     info.note(x.timestamp);
+                    if batch.len() >= spill_at {
+                        staging
+                            .spill(batch, info.piece())
+                            .map_err(ScrapeFailure::Staging)?;
+                        *staged += info.samples;
+                        batch.clear();
+                        *info = BatchInfo::default();
+                    }
                     Ok(())
                 };
-                s.walker.walk(
-                    &s.body,
-                    format,
-                    &walk_config(target, ts),
-                    relabel_cache,
-                    &mut stats,
-                    &mut emit,
-                )
+                let wcfg = walk_config(target, ts);
+                match more {
+                    None => {
+                        s.walker
+                            .walk(&s.body, format, &wcfg, relabel_cache, &mut stats, &mut emit)
+                    }
+                    Some(read) => 'streamed: {
+                        let created = BodyWriter::create(s.bodies_dir.as_deref(), format)
+                            .and_then(|mut w| w.write(&s.body).map(|()| w));
+                        let w = match created {
+                            Ok(w) => writer.insert(w),
+                            Err(e) => break 'streamed Err(ScrapeFailure::Staging(e)),
+                        };
+                        let mut tee = |buf: &mut Vec<u8>, max: usize| {
+                            let at = buf.len();
+                            let n = read(buf, max)?;
+                            w.write(&buf[at..]).map_err(ScrapeFailure::Staging)?;
+                            Ok(n)
+                        };
+                        let mut stream = WalkStream::new(format);
+                        let walker = &mut s.walker;
+                        walk_parts(&mut s.body, s.part_size, &mut tee, &mut |part, last| {
+                            walker.walk_part(
+                                part,
+                                last,
+                                &mut stream,
+                                &wcfg,
+                                relabel_cache,
+                                &mut stats,
+                                &mut emit,
+                            )
+                        })
+                    }
+                }
             };
             match walked {
                 Err(e) => Err(e),
@@ -615,6 +832,8 @@ pub fn process_scrape(
     if result.is_err() {
         // Rollback: nothing from the body is kept, only markers and the report.
         s.batch.clear();
+        s.staging.clear();
+        staged = 0;
         info = BatchInfo::default();
     }
     let series_added = settle_cache(s, state, result.is_ok() && body_walked);
@@ -629,16 +848,27 @@ pub fn process_scrape(
     if result.is_ok() {
         raise_floors(s, state, ts);
     }
-    if new_tracked > 0 && !s.body.is_empty() {
+    if new_tracked > 0 {
         // This body introduced a series: keep it so that series' labels can be recovered
         // when it vanishes.
-        state.body = Some(StoredBody {
-            snappy: snap::raw::Encoder::new()
-                .compress_vec(&s.body)
-                .unwrap_or_default()
-                .into_boxed_slice(),
-            format,
-        });
+        let stored = match writer.take() {
+            Some(w) => w.finish(),
+            None => BodyWriter::create(s.bodies_dir.as_deref(), format).and_then(|mut w| {
+                w.write(&s.body)?;
+                w.finish()
+            }),
+        };
+        match stored {
+            Ok(b) => state.body = Some(b),
+            Err(e) => crate::warn!(
+                "keeping the body for staleness markers failed; series that vanish from it get none",
+                target = target.display_url(),
+                err = e
+            ),
+        }
+    }
+    if let Some(w) = writer {
+        w.discard();
     }
     if new_tracked > 0 || !s.vanished.is_empty() {
         state.prev = s.cur.as_slice().into();
@@ -646,7 +876,7 @@ pub fn process_scrape(
     if state.prev.is_empty() {
         state.body = None;
     }
-    state.body_hint = s.body.len();
+    state.body_hint = if streamed { s.part_size } else { s.body.len() };
     let duration_s = started.elapsed().as_secs_f64();
     let values = [
         if result.is_ok() { 1.0 } else { 0.0 },
@@ -662,6 +892,7 @@ pub fn process_scrape(
     ScrapeOutcome {
         result,
         appended: info.samples,
+        staged,
         min_ts: info.min_ts,
         max_ts: info.max_ts,
         scraped: stats.scraped,
@@ -761,14 +992,9 @@ fn write_stale_markers(
     let Some(stored) = body else {
         return 0;
     };
-    s.old_body.clear();
-    let decompressed = snap::raw::decompress_len(&stored.snappy).and_then(|n| {
-        s.old_body.resize(n, 0);
-        snap::raw::Decoder::new().decompress(&stored.snappy, &mut s.old_body)
-    });
-    if decompressed.is_err() {
+    let Ok(mut reader) = stored.reader() else {
         return 0;
-    }
+    };
     let mut done = vec![false; s.vanished.len()];
     let mut written = 0u64;
     let vanished = &s.vanished;
@@ -790,14 +1016,33 @@ fn write_stale_markers(
         }
         Ok(())
     };
+    let mut read = |buf: &mut Vec<u8>, max: usize| -> Result<usize, ScrapeFailure> {
+        let at = buf.len();
+        buf.resize(at + max, 0);
+        let n = reader.read(&mut buf[at..]).map_err(ScrapeFailure::Staging);
+        buf.truncate(at + *n.as_ref().unwrap_or(&0));
+        n
+    };
+    let wcfg = walk_config(target, ts);
+    let mut stream = WalkStream::new(stored.format);
+    let walker = &mut s.walker;
+    s.old_body.clear();
     // The body parsed before (up to any error); an error now only ends the pass early.
-    let _ = s.walker.walk(
-        &s.old_body,
-        stored.format,
-        &walk_config(target, ts),
-        relabel_cache,
-        &mut WalkStats::default(),
-        &mut emit,
+    let _ = walk_parts(
+        &mut s.old_body,
+        s.part_size,
+        &mut read,
+        &mut |part, last| {
+            walker.walk_part(
+                part,
+                last,
+                &mut stream,
+                &wcfg,
+                relabel_cache,
+                &mut WalkStats::default(),
+                &mut emit,
+            )
+        },
     );
     written
 }
@@ -826,6 +1071,8 @@ fn end_of_run(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     state.relabel_cache = HashKeyed::default();
     state.cache = cache::SeriesCache::default();
     state.ts_floor = HashKeyed::default();
+    let bytes = state.heap_bytes() as u64;
+    state.charge.set(bytes);
     drop(state);
     if info.samples > 0 {
         ctx.append
@@ -990,5 +1237,182 @@ mod tests {
             scrape_timestamp_ms(due, due + 1_500_000, Duration::from_millis(100)),
             1_700_000_000_001
         );
+    }
+}
+
+#[cfg(test)]
+mod streamed_tests {
+    use super::*;
+    use crate::labels::{LabelSet, ADDRESS};
+
+    fn target(extra: &str) -> Target {
+        let cfg = crate::target::tests::job(extra);
+        let labels = LabelSet::from_pairs([(ADDRESS, "h:1"), ("instance", "h:1"), ("job", "j")]);
+        Target::new(
+            Arc::new(crate::pool::job_context(cfg)),
+            labels,
+            LabelSet::new(),
+        )
+    }
+
+    /// A body with what crosses parts: families whose TYPE is parts before their
+    /// samples (le/quantile re-spelling), escaped and multi-line label values.
+    fn body(n: usize, skip: impl Fn(usize) -> bool) -> String {
+        let mut b = String::from("# TYPE h histogram\n");
+        for i in 0..n {
+            if skip(i) {
+                continue;
+            }
+            b.push_str(&format!("h_bucket{{i=\"{i}\",le=\"{}\"}} {i}\n", i % 7));
+            b.push_str(&format!(
+                "c_total{{i=\"{i}\",esc=\"a\\\"b\\\\c\\n\"}} {i}.5\n"
+            ));
+            if i % 50 == 0 {
+                b.push_str(&format!("m{{i=\"{i}\",raw=\"line\nbreak\"}} 1\n"));
+            }
+        }
+        b.push_str("# TYPE s summary\ns{quantile=\"1\"} 3\n");
+        b
+    }
+
+    /// One scrape: everything the commit would carry (staged pieces, then the batch),
+    /// decoded, and the outcome.
+    fn scrape(
+        s: &mut Scratch,
+        t: &Target,
+        body: &str,
+        ts: i64,
+        part: Option<usize>,
+    ) -> (Vec<String>, ScrapeOutcome) {
+        s.body.clear();
+        let out = match part {
+            None => {
+                s.body.extend_from_slice(body.as_bytes());
+                process_scrape(s, t, Ok(Some(Format::PromText)), ts, Instant::now())
+            }
+            Some(p) => {
+                s.set_part_size(p);
+                let first = p.min(body.len());
+                s.body.extend_from_slice(&body.as_bytes()[..first]);
+                let mut at = first;
+                let mut rest = |buf: &mut Vec<u8>, max: usize| {
+                    let n = max.min(body.len() - at).min(777);
+                    buf.extend_from_slice(&body.as_bytes()[at..at + n]);
+                    at += n;
+                    Ok(n)
+                };
+                process_body(
+                    s,
+                    t,
+                    Ok(Some(Format::PromText)),
+                    Some(&mut rest),
+                    ts,
+                    Instant::now(),
+                )
+            }
+        };
+        let mut all = Vec::new();
+        s.staging
+            .replay(&mut Vec::new(), &mut |b, _| all.extend_from_slice(b))
+            .expect("replays");
+        all.extend_from_slice(&s.batch);
+        let mut lines = Vec::new();
+        wire::decode_write_request(&all, |d| {
+            let labels: Vec<String> = d.labels.iter().map(|(n, v)| format!("{n}={v:?}")).collect();
+            let (v, at) = d.samples[0];
+            if !labels.iter().any(|l| l.contains("scrape_duration")) {
+                let v = if wire::is_stale_nan(v) {
+                    "stale".into()
+                } else {
+                    v.to_string()
+                };
+                lines.push(format!("{} {v} @{at}", labels.join(",")));
+            }
+        })
+        .expect("decodes");
+        (lines, out)
+    }
+
+    fn summary(o: &ScrapeOutcome) -> (bool, u64, u64, u64, u64, u64) {
+        (
+            o.result.is_ok(),
+            o.appended + o.staged,
+            o.scraped,
+            o.post_relabel,
+            o.series_added,
+            o.stale_markers,
+        )
+    }
+
+    #[test]
+    fn a_streamed_scrape_equals_a_buffered_one_including_staleness() {
+        let (tb, ts_) = (target(""), target(""));
+        let (mut b, mut s) = (Scratch::default(), Scratch::default());
+        let first = body(400, |_| false);
+        let second = body(400, |i| i % 3 == 0);
+        for (i, text) in [&first, &second, &first].into_iter().enumerate() {
+            let ts = 1000 * (i as i64 + 1);
+            let (lb, ob) = scrape(&mut b, &tb, text, ts, None);
+            let (ls, os) = scrape(&mut s, &ts_, text, ts, Some(1024));
+            assert!(os.staged > 0, "scrape {i} was not streamed");
+            assert_eq!(ls, lb, "scrape {i}");
+            assert_eq!(summary(&os), summary(&ob), "scrape {i}");
+        }
+        // The second scrape dropped a third of the series: markers came from the stored
+        // body, re-read in parts.
+        let (ls, _) = scrape(&mut s, &ts_, &body(400, |i| i % 2 == 0), 9000, Some(1024));
+        assert!(ls.iter().filter(|l| l.contains(" stale ")).count() > 100);
+    }
+
+    #[test]
+    fn a_streamed_scrape_fails_like_a_buffered_one_and_stages_nothing() {
+        let text = body(300, |_| false);
+        for extra in ["sample_limit = 500", "label_limit = 1"] {
+            let (tb, ts_) = (target(extra), target(extra));
+            let (mut b, mut s) = (Scratch::default(), Scratch::default());
+            let (lb, ob) = scrape(&mut b, &tb, &text, 1000, None);
+            let (ls, os) = scrape(&mut s, &ts_, &text, 1000, Some(1024));
+            assert!(ob.result.is_err(), "{extra}");
+            assert_eq!(
+                os.result.as_ref().map_err(ToString::to_string),
+                ob.result.as_ref().map_err(ToString::to_string)
+            );
+            assert_eq!((ls, summary(&os)), (lb, summary(&ob)));
+            assert!(s.staging.is_empty());
+        }
+        let bad = format!("{text}bad{{ 1\n");
+        let (tb, ts_) = (target(""), target(""));
+        let (mut b, mut s) = (Scratch::default(), Scratch::default());
+        let (_, ob) = scrape(&mut b, &tb, &bad, 1000, None);
+        let (_, os) = scrape(&mut s, &ts_, &bad, 1000, Some(1024));
+        let e = ob
+            .result
+            .as_ref()
+            .map_err(ToString::to_string)
+            .expect_err("fails");
+        assert_eq!(os.result.as_ref().map_err(ToString::to_string), Err(e));
+    }
+
+    #[test]
+    fn stored_bodies_live_in_the_work_dir_and_go_with_their_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let budget = crate::budget::MemoryBudget::unlimited();
+        let mut s = Scratch::with_work_dir(Some(dir.path()), "w", &budget);
+        let t = target("");
+        let files = || std::fs::read_dir(dir.path()).map_or(0, |d| d.count());
+        scrape(&mut s, &t, &body(50, |_| false), 1000, None);
+        assert_eq!(files(), 1, "one stored body");
+        assert_eq!(
+            t.state.lock().body.as_ref().map(|b| b.heap_bytes()),
+            Some(0),
+            "kept on disk, not in memory"
+        );
+        let (lines, _) = scrape(&mut s, &t, &body(50, |i| i < 10), 2000, None);
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(" stale ")).count(),
+            10 * 2 + 1
+        );
+        drop(t);
+        assert_eq!(files(), 0, "removed with its target");
     }
 }

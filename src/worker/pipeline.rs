@@ -56,6 +56,9 @@ pub enum ScrapeFailure {
     MissingMetricName { series: String },
     #[error("{0}")]
     Forced(String),
+    /// A streamed scrape could not stage its samples on disk; nothing was committed.
+    #[error("staging a streamed scrape's samples: {0}")]
+    Staging(std::io::Error),
 }
 
 impl ScrapeFailure {

@@ -3,9 +3,10 @@
 //!
 //! - the hashes of the series its last scrape exposed, as one sorted `Box<[u64]>`
 //!   (8 bytes per series) — enough to tell which series vanished and which are new;
-//! - the last body that introduced a new series, snappy-compressed (typically 15–25 bytes
-//!   per series) — re-parsed only when a series vanishes, to recover its labels for the
-//!   staleness marker, so no per-series label cache is needed;
+//! - the last body that introduced a new series, snappy-compressed, in a file of the
+//!   agent's data directory (so it costs no memory at all) — re-parsed, in parts, only
+//!   when a series vanishes, to recover its labels for the staleness marker, so no
+//!   per-series label cache is needed;
 //! - Prometheus's scrape cache as far as it shows in the output (`cache`): nothing beyond
 //!   the list above while scrapes succeed;
 //! - the newest timestamp committed for series exposed with explicit timestamps
@@ -16,9 +17,13 @@
 //!   hash of the raw series text (relabeling is the one step worth caching).
 
 use super::cache::SeriesCache;
+use crate::budget::Charge;
 use crate::labels::{LabelSet, METRIC_NAME};
 use crate::parse::Format;
 use crate::wire;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The report series Prometheus writes for every scrape, in the order their values are
 /// passed to `Pipeline::report`.
@@ -43,11 +48,124 @@ pub enum Cached {
     Drop,
 }
 
-/// A body kept to recover the labels of series that later vanish.
+/// A body kept to recover the labels of series that later vanish, in snappy's framed
+/// format so it can be written and re-read in parts.
 #[derive(Debug)]
 pub struct StoredBody {
-    pub snappy: Box<[u8]>,
+    place: Place,
     pub format: Format,
+}
+
+#[derive(Debug)]
+enum Place {
+    /// Without a body directory (benches, unit tests).
+    Memory(Box<[u8]>),
+    /// Removed when the body is replaced or its target dropped.
+    File(PathBuf),
+}
+
+/// Names of body files: unique for the life of the process, so a replaced body's file
+/// can be removed without racing its successor.
+static NEXT_BODY_FILE: AtomicU64 = AtomicU64::new(0);
+
+/// Where a scrape writes the body it may keep: a new file in `dir`, or memory.
+pub struct BodyWriter {
+    enc: snap::write::FrameEncoder<Sink>,
+    format: Format,
+}
+
+enum Sink {
+    Memory(Vec<u8>),
+    File(io::BufWriter<std::fs::File>, PathBuf),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Memory(v) => v.write(buf),
+            Sink::File(f, _) => f.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Memory(_) => Ok(()),
+            Sink::File(f, _) => f.flush(),
+        }
+    }
+}
+
+impl BodyWriter {
+    /// Starts a body in `dir` (a new file) or, without one, in memory.
+    pub fn create(dir: Option<&Path>, format: Format) -> io::Result<BodyWriter> {
+        let sink = match dir {
+            None => Sink::Memory(Vec::new()),
+            Some(dir) => {
+                let n = NEXT_BODY_FILE.fetch_add(1, Ordering::Relaxed);
+                let path = dir.join(format!("{n:016x}.sz"));
+                let f = std::fs::File::create(&path)?;
+                Sink::File(io::BufWriter::with_capacity(64 * 1024, f), path)
+            }
+        };
+        Ok(BodyWriter {
+            enc: snap::write::FrameEncoder::new(sink),
+            format,
+        })
+    }
+
+    pub fn write(&mut self, part: &[u8]) -> io::Result<()> {
+        self.enc.write_all(part)
+    }
+
+    /// The stored body. On error the file is removed.
+    pub fn finish(self) -> io::Result<StoredBody> {
+        let format = self.format;
+        let sink = self.enc.into_inner().map_err(|e| e.into_error())?;
+        let place = match sink {
+            Sink::Memory(v) => Place::Memory(v.into_boxed_slice()),
+            Sink::File(f, path) => match f.into_inner().map_err(|e| e.into_error()) {
+                Ok(_) => Place::File(path),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            },
+        };
+        Ok(StoredBody { place, format })
+    }
+
+    /// Drops a body that is not to be kept.
+    pub fn discard(self) {
+        if let Ok(Sink::File(_, path)) = self.enc.into_inner().map_err(|_| ()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl StoredBody {
+    /// The decompressed body, to be read in parts.
+    pub fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(match &self.place {
+            Place::Memory(b) => Box::new(snap::read::FrameDecoder::new(&b[..])),
+            Place::File(p) => Box::new(snap::read::FrameDecoder::new(std::fs::File::open(p)?)),
+        })
+    }
+
+    /// Heap bytes held (none for a body in a file).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.place {
+            Place::Memory(b) => b.len(),
+            Place::File(_) => 0,
+        }
+    }
+}
+
+impl Drop for StoredBody {
+    fn drop(&mut self) {
+        if let Place::File(p) = &self.place {
+            // A leftover file is only disk, and the directory is cleared at start.
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -68,6 +186,8 @@ pub struct ScrapeState {
     /// Unix ns at which the last scrape started (0: never), for the interval-length
     /// summary.
     pub last_start_ns: u64,
+    /// This state's bytes in the memory budget.
+    pub charge: Charge,
 }
 
 impl ScrapeState {
@@ -90,6 +210,7 @@ impl ScrapeState {
             relabel_cache: HashKeyed::default(),
             body_hint: 0,
             last_start_ns: 0,
+            charge: Charge::default(),
         }
     }
 
@@ -106,7 +227,7 @@ impl ScrapeState {
         self.prev.len() * 8
             + self.cache.heap_bytes()
             + self.ts_floor.len() * 24
-            + self.body.as_ref().map_or(0, |b| b.snappy.len())
+            + self.body.as_ref().map_or(0, StoredBody::heap_bytes)
             + self.report_labels.iter().map(|l| l.len()).sum::<usize>()
             + cache
     }
