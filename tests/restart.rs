@@ -445,6 +445,35 @@ fn scraped_since(arrivals: &Arrivals, since: i64) -> usize {
         .count()
 }
 
+/// CPU time (ms) of the threads of `pid` by name and nice value, highest first; trailing
+/// digits and dashes are dropped from names, so "sw-worker-3" counts as "sw-worker".
+fn cpu_by_thread(pid: i32) -> Vec<(String, u64)> {
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    let tick_ms = 1000 / 100; // USER_HZ is 100 on Linux
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" that ends comm, from the 3rd (state): utime is the 14th.
+        let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let name = comm
+            .trim()
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        // The 19th field: the thread's nice value.
+        let nice = f.get(16).copied().unwrap_or("?");
+        *by.entry(format!("{name} (nice {nice})")).or_default() += ticks * tick_ms;
+    }
+    let mut v: Vec<_> = by.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -488,6 +517,15 @@ fn restart_on_a_full_spool_has_no_memory_spike_and_keeps_phases() {
         &arrivals.lock().expect("lock"),
         steady_from - 2 * INTERVAL_US,
     );
+    // Run 1's own jitter in steady state, the yardstick for run 2's deviations.
+    let mut jitter1: Vec<i64> = arrivals
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(_, at)| *at >= steady_from - 2 * INTERVAL_US)
+        .filter_map(|&(t, at)| Some(centred(at - phase1[t]?).abs()))
+        .collect();
+    jitter1.sort_unstable();
     assert_eq!(agent.terminate(), 0, "stderr: {}", agent.stderr());
     let full = spool_bytes(&data);
     assert!(
@@ -550,6 +588,7 @@ fn restart_on_a_full_spool_has_no_memory_spike_and_keeps_phases() {
     std::thread::sleep(settle.saturating_sub(started.elapsed()).max(settle / 2));
     let hwm2 = proc_status(pid, "VmHWM");
     let rss2 = proc_status(pid, "VmRSS");
+    let cpu2 = cpu_by_thread(pid);
     sampling.store(false, Ordering::SeqCst);
     let timeline: Vec<String> = sampler
         .join()
@@ -568,6 +607,19 @@ fn restart_on_a_full_spool_has_no_memory_spike_and_keeps_phases() {
     });
     let arrivals = arrivals.lock().expect("lock").clone();
     let first2 = first_arrivals(&arrivals, t2);
+    // Run 1's first scrapes against run 1's steady phase: what a first scrape costs
+    // without a restart's catch-up.
+    let mut dev1: Vec<i64> = phase1
+        .iter()
+        .zip(&first_arrivals(&arrivals, t1))
+        .filter_map(|(p, f)| Some(centred(f.as_ref()? - p.as_ref()?).abs()))
+        .collect();
+    dev1.sort_unstable();
+    eprintln!(
+        "run 1 first scrapes vs run 1 phase: p50 {} µs, p99 {} µs; run 2 CPU ms by thread: {cpu2:?}",
+        percentile(&dev1, 0.5),
+        percentile(&dev1, 0.99)
+    );
     let mut dev: Vec<i64> = phase1
         .iter()
         .zip(&first2)
@@ -577,7 +629,11 @@ fn restart_on_a_full_spool_has_no_memory_spike_and_keeps_phases() {
         })
         .collect();
     dev.sort_unstable();
-    let within = dev.iter().filter(|d| **d <= 50_000).count();
+    // "On phase" can mean no more than the machine allows: 50 ms, or twice run 1's own
+    // steady-state p99 jitter on a box too loaded for that, but never more than 10% of
+    // the interval, where a random phase would pass for one target in five.
+    let tolerance = (2 * percentile(&jitter1, 0.99)).clamp(50_000, INTERVAL_US / 10);
+    let within = dev.iter().filter(|d| **d <= tolerance).count();
     let mut windows = [0usize; 10];
     for f in first2.iter().flatten() {
         windows[(f.rem_euclid(INTERVAL_US) * 10 / INTERVAL_US) as usize] += 1;
@@ -587,17 +643,20 @@ fn restart_on_a_full_spool_has_no_memory_spike_and_keeps_phases() {
         first2.iter().flatten().max().unwrap_or(&0) - first2.iter().flatten().min().unwrap_or(&0);
     eprintln!(
         "prefill {prefill_ms} ms; run 1: steady VmRSS {:.1} MiB, VmHWM {:.1} MiB; spool {:.2} MiB \
-         at restart\n\
+         at restart; steady jitter p50 {} µs, p99 {} µs, max {} µs\n\
          run 2: VmHWM {:.1} MiB, VmRSS {:.1} MiB at the end; catch-up {} ms after start \
          ({} posts, {:.2} MiB)\n\
          phase deviation of first scrapes: p50 {} µs, p99 {} µs, max {} µs; {within}/{TARGETS} \
-         within 50 ms\n\
+         within {} ms\n\
          first scrapes per 10% window: {windows:?} (share {}); spread over {} ms\n\
          run 2 ready after {ready_ms} ms with VmHWM {:.1} MiB; VmRSS per 0.5 s from start \
          (MiB): {}",
         mib(steady_rss),
         mib(hwm1),
         mib(full),
+        percentile(&jitter1, 0.5),
+        percentile(&jitter1, 0.99),
+        jitter1[jitter1.len() - 1],
         mib(hwm2),
         mib(rss2),
         caught_up.map_or(-1, |c| c / 1000),
@@ -606,6 +665,7 @@ fn restart_on_a_full_spool_has_no_memory_spike_and_keeps_phases() {
         percentile(&dev, 0.5),
         percentile(&dev, 0.99),
         dev[dev.len() - 1],
+        tolerance / 1000,
         TARGETS / 10,
         spread / 1000,
         mib(ready_hwm),
@@ -631,12 +691,14 @@ fn restart_on_a_full_spool_has_no_memory_spike_and_keeps_phases() {
     );
 
     // ---- (b) Phases kept, no thundering herd. A phase chosen at random per start would
-    // put only ~5% (100 ms of 2 s) of targets within 50 ms of their old phase; a herd
-    // (all first scrapes at start-up, or at one shared moment) would fill one window.
+    // put 5% (100 ms of 2 s) to at most 20% (the tolerance's cap) of targets within the
+    // tolerance of their old phase; a herd (all first scrapes at start-up, or at one
+    // shared moment) would fail that too and fill one window.
     assert!(
         within * 100 >= TARGETS * 99,
-        "only {within}/{TARGETS} first scrapes within 50 ms of their run-1 phase \
+        "only {within}/{TARGETS} first scrapes within {} ms of their run-1 phase \
          (p50 {} µs, p99 {} µs)",
+        tolerance / 1000,
         percentile(&dev, 0.5),
         percentile(&dev, 0.99)
     );
