@@ -15,6 +15,7 @@
 //!
 //! Errors never contain a credential: URLs are redacted and secrets are never formatted.
 
+use crate::scrape::LiteralResolver;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -184,7 +185,6 @@ impl Client {
         let config = builder.build();
         let agent = match named_tls {
             Some(tls) => {
-                use ureq::unversioned::resolver::DefaultResolver;
                 use ureq::unversioned::transport::{
                     ConnectProxyConnector, Connector, TcpConnector,
                 };
@@ -192,9 +192,13 @@ impl Client {
                     ().chain(ConnectProxyConnector::default())
                         .chain(TcpConnector::default())
                         .chain(tls);
-                Agent::with_parts(config, chain, DefaultResolver::default())
+                Agent::with_parts(config, chain, LiteralResolver::default())
             }
-            None => config.into(),
+            None => Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::new(),
+                LiteralResolver::default(),
+            ),
         };
         Ok(Client {
             agent,

@@ -17,6 +17,9 @@
 //! as they do onto ureq's; a TLS connection additionally keeps rustls's state and ureq's
 //! plaintext buffers while idle.
 //!
+//! [`LiteralResolver`] keeps ureq from spawning a thread per request to resolve an IP
+//! address.
+//!
 //! Starts no threads; a blocking call is bounded by the `NextTimeout` ureq passes in.
 
 use std::fmt;
@@ -26,6 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, Either, NextTimeout, ShutdownHandle, Transport,
 };
@@ -377,5 +381,42 @@ impl Buffers for IdleFreeBuffers {
 
     fn can_use_input(&self) -> bool {
         self.filled > self.consumed && self.progress
+    }
+}
+
+/// ureq resolves the URL's host on every request, pooled connection or not, and with a
+/// timeout set (always, for us) its default resolver spawns a thread per request to bound
+/// the lookup: a thread spawn per scrape, most of them for hosts that are IP literals
+/// (pod IPs, loopback). This resolver answers IP literals itself and leaves names to
+/// ureq's default.
+#[derive(Debug, Default)]
+pub struct LiteralResolver(DefaultResolver);
+
+impl Resolver for LiteralResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri.host().and_then(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .ok()
+        });
+        let port = uri.port_u16().or(match uri.scheme_str() {
+            Some("http") => Some(80),
+            Some("https") => Some(443),
+            _ => None,
+        });
+        match (literal, port) {
+            (Some(ip), Some(port)) => {
+                let mut addrs = self.empty();
+                addrs.push(SocketAddr::new(ip, port));
+                Ok(addrs)
+            }
+            _ => self.0.resolve(uri, config, timeout),
+        }
     }
 }

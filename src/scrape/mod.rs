@@ -56,7 +56,6 @@ use std::time::Duration;
 use flate2::read::MultiGzDecoder;
 use ureq::config::RedirectAuthHeaders;
 use ureq::http::{header, StatusCode, Uri};
-use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{ConnectProxyConnector, Connector, RustlsConnector};
 use ureq::Agent;
 
@@ -517,7 +516,7 @@ impl HttpClient {
                     ().chain(ConnectProxyConnector::default())
                         .chain(conn::TcpConnector { held: held.clone() })
                         .chain(RustlsConnector::default());
-                Agent::with_parts(config.clone(), connector, DefaultResolver::default())
+                Agent::with_parts(config.clone(), connector, conn::LiteralResolver::default())
             })
             .collect();
         HttpClient { agents, held }
@@ -931,6 +930,7 @@ fn body_error(e: io::Error, url: &str, timeout: Duration) -> ScrapeError {
 }
 
 mod conn;
+pub use conn::LiteralResolver;
 mod transport;
 pub use transport::{Transport, TransportError};
 

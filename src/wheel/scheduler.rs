@@ -1,13 +1,16 @@
 //! The wheel thread ("sw-wheel") and its handle: a [`Wheel`] behind a lock, a thread that
-//! advances it to the clock's now and dispatches what is due, and a bounded control
-//! channel that wakes the thread early and stops it.
+//! advances it to the clock's now and dispatches what is due, and a doorbell (a flag pair
+//! under a condition variable) that wakes the thread early and stops it.
+//!
+//! The thread sleeps on the condition variable rather than on a channel's
+//! `recv_timeout`: it wakes hundreds of times a second, and a channel's receive spins and
+//! yields the CPU several times before it blocks, which cost more than the dispatch.
 
 use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::clock::Clock;
@@ -33,10 +36,46 @@ pub enum Dispatch {
 /// [`Scheduler`].
 pub type DispatchFn<J> = Box<dyn FnMut(&Arc<J>, u64, DueKind) -> Dispatch + Send>;
 
-enum Control {
+/// What the handle asks of the thread; both flags are sticky until the thread reads them.
+#[derive(Default)]
+struct Doorbell {
+    flags: std::sync::Mutex<Flags>,
+    rung: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Flags {
     /// Re-read the clock and the wheel: the earliest deadline may have moved forward.
-    Wake,
-    Stop,
+    wake: bool,
+    stop: bool,
+}
+
+impl Doorbell {
+    fn ring(&self, stop: bool) {
+        let mut f = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        f.wake = true;
+        f.stop |= stop;
+        self.rung.notify_one();
+    }
+
+    /// Sleeps until rung or until `timeout` (`None`: until rung). Returns whether to stop.
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        let mut f = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        if !f.wake {
+            f = match timeout {
+                None => self
+                    .rung
+                    .wait_while(f, |f| !f.wake)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(t) => match self.rung.wait_timeout_while(f, t, |f| !f.wake) {
+                    Ok((f, _)) => f,
+                    Err(e) => e.into_inner().0,
+                },
+            };
+        }
+        f.wake = false;
+        f.stop
+    }
 }
 
 struct State<J> {
@@ -56,7 +95,7 @@ struct Shared<J> {
 /// stops the thread like [`Scheduler::stop`].
 pub struct Scheduler<J: Send + Sync + 'static> {
     shared: Arc<Shared<J>>,
-    control: Option<Sender<Control>>,
+    doorbell: Arc<Doorbell>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -75,15 +114,15 @@ impl<J: Send + Sync + 'static> Scheduler<J> {
             clock,
             stats: Arc::new(WheelStats::default()),
         });
-        // One pending wake-up is as good as many.
-        let (tx, rx) = bounded(1);
+        let doorbell = Arc::new(Doorbell::default());
         let thread = std::thread::Builder::new().name("sw-wheel".into()).spawn({
             let shared = Arc::clone(&shared);
-            move || run(&shared, &rx, dispatch)
+            let doorbell = Arc::clone(&doorbell);
+            move || run(&shared, &doorbell, dispatch)
         })?;
         Ok(Self {
             shared,
-            control: Some(tx),
+            doorbell,
             thread: Some(thread),
         })
     }
@@ -136,7 +175,7 @@ impl<J: Send + Sync + 'static> Scheduler<J> {
     /// Stops the thread and waits for it: no dispatch happens after this returns. A panic
     /// of the wheel thread is re-raised here.
     pub fn stop(mut self) {
-        if let Err(panic) = self.shutdown(true) {
+        if let Err(panic) = self.shutdown() {
             std::panic::resume_unwind(panic);
         }
     }
@@ -152,21 +191,13 @@ impl<J: Send + Sync + 'static> Scheduler<J> {
     }
 
     fn signal(&self) {
-        if let Some(tx) = &self.control {
-            // Full: a wake-up is already pending. Disconnected: the thread is gone, and
-            // `is_running` says so.
-            let _ = tx.try_send(Control::Wake);
-        }
+        // One pending wake-up is as good as many; a thread that is gone ignores it, and
+        // `is_running` says so.
+        self.doorbell.ring(false);
     }
 
-    fn shutdown(&mut self, send_stop: bool) -> std::thread::Result<()> {
-        if let Some(tx) = self.control.take() {
-            if send_stop {
-                // Fails only if the thread is already gone; dropping `tx` below also
-                // disconnects the channel, which stops it too.
-                let _ = tx.send(Control::Stop);
-            }
-        }
+    fn shutdown(&mut self) -> std::thread::Result<()> {
+        self.doorbell.ring(true);
         match self.thread.take() {
             // A dispatch callback that owned the last handle would drop it on the wheel
             // thread itself, which cannot join itself; it is exiting anyway.
@@ -179,12 +210,12 @@ impl<J: Send + Sync + 'static> Scheduler<J> {
 impl<J: Send + Sync + 'static> Drop for Scheduler<J> {
     fn drop(&mut self) {
         // The panic (if any) was already reported by the panic hook of the wheel thread.
-        let _ = self.shutdown(false);
+        let _ = self.shutdown();
     }
 }
 
 /// The wheel thread's loop: advance, dispatch, sleep until the next deadline or a message.
-fn run<J>(shared: &Shared<J>, control: &Receiver<Control>, mut dispatch: DispatchFn<J>) {
+fn run<J>(shared: &Shared<J>, doorbell: &Doorbell, mut dispatch: DispatchFn<J>) {
     loop {
         let deadline = {
             let mut guard = shared.state.lock();
@@ -206,16 +237,10 @@ fn run<J>(shared: &Shared<J>, control: &Receiver<Control>, mut dispatch: Dispatc
             state.wake_at = deadline.unwrap_or(u64::MAX);
             deadline
         };
-        let message = match deadline {
-            None => control.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(at) => {
-                let wait = at.saturating_sub(shared.clock.now_ns());
-                control.recv_timeout(Duration::from_nanos(wait))
-            }
-        };
-        match message {
-            Ok(Control::Wake) | Err(RecvTimeoutError::Timeout) => {}
-            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+        let timeout =
+            deadline.map(|at| Duration::from_nanos(at.saturating_sub(shared.clock.now_ns())));
+        if doorbell.wait(timeout) {
+            return;
         }
     }
 }
@@ -224,7 +249,7 @@ fn run<J>(shared: &Shared<J>, control: &Receiver<Control>, mut dispatch: Dispatc
 mod tests {
     use super::*;
     use crate::wheel::{ManualClock, SystemClock};
-    use crossbeam_channel::unbounded;
+    use crossbeam_channel::{bounded, unbounded, Receiver};
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::time::Instant;
 
