@@ -5,7 +5,9 @@
 //! `Content-Type`, and the OpenMetrics float spelling used for `le`/`quantile` label
 //! values ([`normalize_float_label`]).
 //!
-//! Input: the whole decompressed body as `&[u8]` (the worker's reused buffer). Output:
+//! Input: the whole decompressed body as `&[u8]` (the worker's reused buffer), or one
+//! part of it at a time for a streamed scrape ([`Parser::new_part`]: parts start at line
+//! boundaries, a cut entry is handed back to be parsed again with the next part). Output:
 //! [`Entry`] values that borrow from the body. A sample's labels are read with
 //! [`Parser::labels`] right after [`Parser::next`] returned it; they live in one `Vec`
 //! that is reused for every line, so parsing allocates nothing per line. Names and values
