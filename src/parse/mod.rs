@@ -5,7 +5,9 @@
 //! `Content-Type`, and the OpenMetrics float spelling used for `le`/`quantile` label
 //! values ([`normalize_float_label`]).
 //!
-//! Input: the whole decompressed body as `&[u8]` (the worker's reused buffer). Output:
+//! Input: the whole decompressed body as `&[u8]` (the worker's reused buffer), or one
+//! part of it at a time for a streamed scrape ([`Parser::new_part`]: parts start at line
+//! boundaries, a cut entry is handed back to be parsed again with the next part). Output:
 //! [`Entry`] values that borrow from the body. A sample's labels are read with
 //! [`Parser::labels`] right after [`Parser::next`] returned it; they live in one `Vec`
 //! that is reused for every line, so parsing allocates nothing per line. Names and values
@@ -473,29 +475,32 @@ impl<'a> Parser<'a> {
                 self.labels.clear();
                 Ok(None)
             }
-            Err(Fail { kind, .. })
-                if !self.last
-                    && matches!(
-                        kind,
-                        ParseErrorKind::UnterminatedString | ParseErrorKind::MissingEof
-                    ) =>
-            {
-                // The part ended inside the entry (or, in OpenMetrics, before `# EOF`):
-                // the entry starts at `pos`, on `entry_line`, and is parsed again with
-                // the next part. `cur_line` may have counted line breaks inside it.
-                self.cur_line = self.entry_line;
-                self.finished = true;
-                self.labels.clear();
-                Ok(None)
-            }
-            Err(Fail { pos, kind }) => {
-                let e =
-                    ParseError::at(self.src.as_bytes(), pos, kind).offset_lines(self.line_offset);
-                self.failed = Some(e.clone());
-                self.labels.clear();
-                Err(e)
-            }
+            Err(fail) => self.stop(fail),
         }
+    }
+
+    /// Ends the parse at a failure: an error, or in a part that is not the last, the end
+    /// of the part inside an entry (or, in OpenMetrics, before `# EOF`). Out of line so
+    /// that parts cost the per-entry path nothing.
+    #[cold]
+    #[inline(never)]
+    fn stop(&mut self, Fail { pos, kind }: Fail) -> Result<Option<Entry<'a>>, ParseError> {
+        self.labels.clear();
+        if !self.last
+            && matches!(
+                kind,
+                ParseErrorKind::UnterminatedString | ParseErrorKind::MissingEof
+            )
+        {
+            // The entry starts at `pos`, on `entry_line`, and is parsed again with the
+            // next part. `cur_line` may have counted line breaks inside it.
+            self.cur_line = self.entry_line;
+            self.finished = true;
+            return Ok(None);
+        }
+        let e = ParseError::at(self.src.as_bytes(), pos, kind).offset_lines(self.line_offset);
+        self.failed = Some(e.clone());
+        Err(e)
     }
 
     /// The labels, in body order, of the sample last returned by [`Parser::next`] (empty

@@ -2,6 +2,10 @@
 //! (honor_labels) → metric relabeling (cached per raw series) → label limits → remote-write
 //! bytes and a 64-bit series hash, handed to an `emit` callback.
 //!
+//! A body can also be walked in parts as it arrives ([`Walker::walk_part`], with what
+//! crosses part boundaries in a [`WalkStream`]); [`Walker::walk`] is the one-part case, so
+//! both give the same series, counts and errors.
+//!
 //! The same walk serves the scrape itself and the staleness pass over a previous body, so a
 //! vanished series' marker carries exactly the labels its samples had. Per sample it
 //! allocates nothing: strings stay borrowed from the body unless an escape or an
