@@ -23,7 +23,7 @@ use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::web::{ListenError, Web, WebState};
 use crate::wheel::{Dispatch, DueKind, Scheduler, SystemClock};
 use crate::worker::{Job, WorkerContext, WorkerMetrics, WorkerPool};
-use crossbeam_channel::{bounded, TrySendError};
+use crossbeam_channel::bounded;
 use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,7 +180,7 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
     )
     .map_err(thread_err("sw-flusher"))?;
 
-    let (job_tx, job_rx) = bounded::<Job>(config.engine.queue_size);
+    let (job_tx, job_rx) = crate::worker::queue::bounded::<Job>(config.engine.queue_size);
     register_queue_metrics(&registry, job_rx.clone(), config.engine.queue_size);
     let work_dir = work_dir(&config.storage.path);
     reset_work_dir(&work_dir)?;
@@ -212,7 +212,7 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
                 kind,
             }) {
                 Ok(()) => Dispatch::Sent,
-                Err(TrySendError::Full(j) | TrySendError::Disconnected(j)) => {
+                Err(j) => {
                     if kind == DueKind::Scrape {
                         j.target.in_flight.store(false, Ordering::Release);
                     }
@@ -282,7 +282,11 @@ fn drain_without_wheel(
     Ok(())
 }
 
-fn register_queue_metrics(reg: &Registry, rx: crossbeam_channel::Receiver<Job>, capacity: usize) {
+fn register_queue_metrics(
+    reg: &Registry,
+    rx: crate::worker::queue::Receiver<Job>,
+    capacity: usize,
+) {
     // A receiver, never a sender: the workers stop when the last sender (the wheel's)
     // drops, and a sender held here would keep them waiting forever.
     reg.gauge_fn(

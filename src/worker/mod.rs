@@ -8,12 +8,13 @@
 //! is free), and the commit carries only staleness markers and the report series with
 //! up=0. A `Final` job writes end-of-run markers for a removed target.
 //!
-//! The pool stops when the job channel disconnects: each worker finishes the scrape in
+//! The pool stops when the job queue ([`queue`]) closes: each worker finishes the scrape in
 //! hand (bounded by its timeout) and exits. A panic while scraping one target is caught,
 //! logged and counted; the worker carries on with the next job.
 
 pub mod cache;
 pub mod pipeline;
+pub mod queue;
 pub mod state;
 pub mod stream;
 
@@ -26,9 +27,9 @@ use crate::scrape::{BodyStream, HttpClient, ScrapeRequest};
 use crate::target::Target;
 use crate::wheel::DueKind;
 use crate::wire;
-use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use pipeline::{ScrapeFailure, Series, WalkConfig, WalkStats, WalkStream, Walker};
+use queue::Receiver;
 use state::{diff_sorted, BodyWriter, ScrapeState};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -238,7 +239,7 @@ fn run(id: usize, rx: Receiver<Job>, ctx: Arc<WorkerContext>) {
         )
     };
     let mut scratch = new_scratch();
-    while let Ok(job) = rx.recv() {
+    while let Some(job) = rx.recv() {
         if ctx.stopping.load(Ordering::Acquire) {
             job.target.in_flight.store(false, Ordering::Release);
             continue;
