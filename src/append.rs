@@ -11,7 +11,7 @@
 //! most `max_block_samples` series entries, appends them to the spool (each block tagged
 //! with its stripe, so shippers can send stripes in parallel and each in order) and fsyncs
 //! once.
-//! It also flushes early when the memory budget finds the buffer over its share
+//! It runs at background priority ([`crate::background`]). It also flushes early when the memory budget finds the buffer over its share
 //! ([`AppendBuffer::request_flush`]).
 //! On stop it flushes whatever is left and fsyncs: that is the drain promise. A spool
 //! error is logged and counted; the data of that flush is lost and the spool is poisoned,
@@ -210,8 +210,8 @@ fn flush_loop(
     m: FlushMetrics,
     stop: Receiver<()>,
 ) {
+    crate::background::lower_priority();
     let mut spare = Vec::new();
-    let mut block = Vec::new();
     let early = buffer.flush_rx.clone();
     loop {
         let last = select! {
@@ -219,7 +219,7 @@ fn flush_loop(
             recv(early) -> _ => false,
             default(cfg.interval) => false,
         };
-        flush_once(&buffer, &spool, &cfg, &m, &mut spare, &mut block);
+        flush_once(&buffer, &spool, &cfg, &m, &mut spare);
         if last {
             break;
         }
@@ -232,7 +232,6 @@ fn flush_once(
     cfg: &FlushConfig,
     m: &FlushMetrics,
     spare: &mut Vec<u8>,
-    block: &mut Vec<u8>,
 ) {
     let mut spool = spool.lock();
     let mut failed: Option<String> = None;
@@ -247,26 +246,27 @@ fn flush_once(
             min_ts,
             max_ts,
         };
-        block.clear();
-        let mut n = 0u32;
-        let mut append = |block: &mut Vec<u8>, n: u32| -> Result<(), String> {
+        // Blocks are runs of whole entries of the drained buffer, compressed from where
+        // they lie: no copy.
+        let mut append = |block: &[u8], n: u32| -> Result<(), String> {
             spool.append(block, meta(n)).map_err(|e| e.to_string())?;
             m.blocks.inc();
             m.samples.add(u64::from(n));
-            block.clear();
             Ok(())
         };
+        let (mut n, mut block_start, mut at) = (0u32, 0usize, 0usize);
         let walked = crate::wire::for_each_entry(bytes, |entry| {
+            at += entry.len();
             if failed.is_some() {
                 return;
             }
-            block.extend_from_slice(entry);
             n += 1;
             if n as usize >= cfg.max_block_samples {
-                if let Err(e) = append(block, n) {
+                if let Err(e) = append(&bytes[block_start..at], n) {
                     failed = Some(e);
                 }
                 n = 0;
+                block_start = at;
             }
         });
         if let Err(e) = walked {
@@ -274,7 +274,7 @@ fn flush_once(
             return;
         }
         if n > 0 && failed.is_none() {
-            if let Err(e) = append(block, n) {
+            if let Err(e) = append(&bytes[block_start..], n) {
                 failed = Some(e);
             }
         }

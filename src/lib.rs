@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod append;
+pub mod background;
 pub mod budget;
 pub mod config;
 pub mod coordinator;

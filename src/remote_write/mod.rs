@@ -66,8 +66,8 @@
 //!
 //! # Priority
 //!
-//! The dispatcher and shard threads run at nice +5 (Linux keeps nice values per thread),
-//! the rest of the agent at the nice value it was started with. Catching up on a full
+//! The dispatcher and shard threads run at nice +5 ([`crate::background`]),
+//! the scrape path at the nice value the agent was started with. Catching up on a full
 //! spool after a restart or an outage takes seconds of CPU; at a lower priority it yields
 //! to the workers, so the first scrapes after a restart stay on their phase on a busy
 //! host, and it still ships at full speed while the workers leave CPU idle.

@@ -40,12 +40,6 @@ const BUSY_WAIT: Duration = Duration::from_millis(10);
 const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// Distinct error messages remembered for "log once"; the memory is cleared when full.
 const SEEN_ERRORS: usize = 256;
-/// How much nicer than the rest of the agent the shipping threads run. Catching up on a
-/// full spool after a restart or an outage is throughput work that may take seconds of
-/// CPU; scrapes are due at fixed phases. At +5 a runnable shipper gets about a third of
-/// the CPU share of a runnable worker, so a catch-up cannot push scrapes off their phase
-/// on a busy host, yet keeps shipping when the workers leave CPU idle, as they mostly do.
-const SHIPPING_NICENESS: libc::c_int = 5;
 
 /// What one receiver's threads share.
 pub(super) struct Shared {
@@ -238,7 +232,7 @@ impl Dispatcher {
 
     /// The dispatcher loop: returns when a drain finished or the manager aborted.
     pub fn run(mut self, ctl: Receiver<Command>) {
-        lower_priority();
+        crate::background::lower_priority();
         if let Err(e) = self.set_shards(self.min) {
             crate::error!(
                 "remote write cannot start its sender threads; nothing is sent to this receiver",
@@ -588,16 +582,6 @@ impl Dispatcher {
         self.update_lag();
         self.cursor.finish();
     }
-}
-
-/// Makes the calling thread [`SHIPPING_NICENESS`] nicer; the shard threads it spawns
-/// later inherit that. Linux keeps a nice value per thread (POSIX says per process), so
-/// the workers and the wheel keep theirs.
-fn lower_priority() {
-    // SAFETY: nice(3) takes no pointers and only changes the calling thread's priority.
-    // Raising one's nice value needs no privilege, so it does not fail in practice, and a
-    // shipper at normal priority still works: the outcome is ignored.
-    let _ = unsafe { libc::nice(SHIPPING_NICENESS) };
 }
 
 fn shard_loop(shared: Arc<Shared>, rx: Receiver<Work>, done: Sender<Done>, abort: Receiver<()>) {
