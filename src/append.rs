@@ -11,7 +11,8 @@
 //! most `max_block_samples` series entries, appends them to the spool (each block tagged
 //! with its stripe, so shippers can send stripes in parallel and each in order) and fsyncs
 //! once.
-//! It runs at background priority ([`crate::background`]). It also flushes early when the memory budget finds the buffer over its share
+//! It runs at the agent's own priority, not the shippers' lower one: workers wait on the
+//! stripe locks it takes ([`crate::background`]). It also flushes early when the memory budget finds the buffer over its share
 //! ([`AppendBuffer::request_flush`]).
 //! On stop it flushes whatever is left and fsyncs: that is the drain promise. A spool
 //! error is logged and counted; the data of that flush is lost and the spool is poisoned,
@@ -210,7 +211,6 @@ fn flush_loop(
     m: FlushMetrics,
     stop: Receiver<()>,
 ) {
-    crate::background::lower_priority();
     let mut spare = Vec::new();
     let early = buffer.flush_rx.clone();
     loop {
