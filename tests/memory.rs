@@ -157,6 +157,7 @@ fn a_100mb_body_under_a_tight_limit_streams_with_flat_memory() {
     // Read before shutdown: the peak over the whole scrape, parse and commit. A buffered
     // scrape would hold the 102 MB body, and its batch (larger still) on top.
     let hwm_mib = status_kib(agent.pid(), "VmHWM:") / 1024;
+    eprintln!("memory test: peak RSS {hwm_mib} MiB scraping a {len}-byte body under a {limit_mib} MiB limit");
     assert!(
         hwm_mib < limit_mib + 16,
         "peak RSS {hwm_mib} MiB for a {len}-byte body under a {limit_mib} MiB limit"
