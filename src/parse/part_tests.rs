@@ -164,7 +164,7 @@ fn corpus_files_parse_the_same_in_parts() {
     let files = corpus_files();
     assert!(files.len() >= 30, "corpus has only {} files", files.len());
     for (path, format) in files {
-        let body = std::fs::read(&path).unwrap();
+        let body = std::fs::read(&path).expect("corpus file reads");
         all_cuts(&body, format, &path.display().to_string());
     }
 }
@@ -219,28 +219,30 @@ fn hand_written_bodies_parse_the_same_in_parts() {
 fn a_part_reports_where_it_stopped() {
     // Cut inside a quoted label value: the entry is left for the next part.
     let part = b"a 1\n\nm{x=\"one\n";
-    let mut p = Parser::new_part(part, Format::PromText, 10, false).unwrap();
-    assert!(p.next().unwrap().is_some());
+    let mut p = Parser::new_part(part, Format::PromText, 10, false).expect("valid UTF-8 part");
+    assert!(p.next().expect("entry parses").is_some());
     assert_eq!(p.line(), 10);
-    assert_eq!(p.next().unwrap(), None);
+    assert_eq!(p.next().expect("entry parses"), None);
     assert_eq!((p.consumed(), p.next_line()), (5, 12));
     // The same bytes as the last part: an error, at the body's line.
-    let mut p = Parser::new_part(part, Format::PromText, 10, true).unwrap();
-    assert!(p.next().unwrap().is_some());
+    let mut p = Parser::new_part(part, Format::PromText, 10, true).expect("valid UTF-8 part");
+    assert!(p.next().expect("entry parses").is_some());
     let e = p.next().unwrap_err();
     assert_eq!(
         (e.line, e.column, e.kind),
         (12, 5, ParseErrorKind::UnterminatedString)
     );
     // OpenMetrics: the end of a middle part is not the end of the body.
-    let mut p = Parser::new_part(b"a 1\n", Format::OpenMetrics, 3, false).unwrap();
-    assert!(p.next().unwrap().is_some());
-    assert_eq!(p.next().unwrap(), None);
+    let mut p =
+        Parser::new_part(b"a 1\n", Format::OpenMetrics, 3, false).expect("valid UTF-8 part");
+    assert!(p.next().expect("entry parses").is_some());
+    assert_eq!(p.next().expect("entry parses"), None);
     assert_eq!((p.consumed(), p.next_line(), p.saw_eof()), (4, 4, false));
-    let mut p = Parser::new_part(b"# EOF\n", Format::OpenMetrics, 3, false).unwrap();
-    assert_eq!(p.next().unwrap(), None);
+    let mut p =
+        Parser::new_part(b"# EOF\n", Format::OpenMetrics, 3, false).expect("valid UTF-8 part");
+    assert_eq!(p.next().expect("entry parses"), None);
     assert_eq!((p.consumed(), p.next_line(), p.saw_eof()), (6, 4, true));
-    let mut p = Parser::new_part(b"", Format::OpenMetrics, 4, true).unwrap();
+    let mut p = Parser::new_part(b"", Format::OpenMetrics, 4, true).expect("valid UTF-8 part");
     let e = p.next().unwrap_err();
     assert_eq!(
         (e.line, e.column, e.kind),
@@ -249,7 +251,7 @@ fn a_part_reports_where_it_stopped() {
     // Invalid UTF-8 is reported at the body's line.
     let e = Parser::new_part(b"a 1\nb\xff 1\n", Format::PromText, 7, false)
         .err()
-        .unwrap();
+        .expect("invalid UTF-8 is refused");
     assert_eq!(
         (e.line, e.column, e.kind),
         (8, 2, ParseErrorKind::InvalidUtf8)
