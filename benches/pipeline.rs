@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
         let mut ts = 2;
         g.bench_function(name, |b| {
             b.iter_batched(
-                || AppendBuffer::new(16, scrapewheel::budget::MemoryBudget::unlimited()),
+                || AppendBuffer::new(16, 2000, scrapewheel::budget::MemoryBudget::unlimited()),
                 |buf| {
                     ts += 1;
                     let out = process_scrape(

@@ -160,7 +160,11 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
         config.engine.workers,
         &registry,
     );
-    let buffer = AppendBuffer::new(config.engine.stripes, budget.clone());
+    let buffer = AppendBuffer::new(
+        config.engine.stripes,
+        config.storage.max_block_samples,
+        budget.clone(),
+    );
     {
         let b = Arc::downgrade(&buffer);
         budget.set_flush_hook(Box::new(move || {
@@ -174,13 +178,12 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
         spool.clone(),
         FlushConfig {
             interval: config.storage.flush_interval,
-            max_block_samples: config.storage.max_block_samples,
         },
         &registry,
     )
     .map_err(thread_err("sw-flusher"))?;
 
-    let (job_tx, job_rx) = crate::worker::queue::bounded::<Job>(config.engine.queue_size);
+    let (job_tx, job_rx) = crate::queue::bounded::<Job>(config.engine.queue_size);
     register_queue_metrics(&registry, job_rx.clone(), config.engine.queue_size);
     let work_dir = work_dir(&config.storage.path);
     reset_work_dir(&work_dir)?;
@@ -212,7 +215,10 @@ pub fn run(config_path: PathBuf, ov: Overrides) -> Result<(), AgentError> {
                 kind,
             }) {
                 Ok(()) => Dispatch::Sent,
-                Err(j) => {
+                Err(
+                    crate::queue::TrySendError::Full(j)
+                    | crate::queue::TrySendError::Disconnected(j),
+                ) => {
                     if kind == DueKind::Scrape {
                         j.target.in_flight.store(false, Ordering::Release);
                     }
@@ -282,11 +288,7 @@ fn drain_without_wheel(
     Ok(())
 }
 
-fn register_queue_metrics(
-    reg: &Registry,
-    rx: crate::worker::queue::Receiver<Job>,
-    capacity: usize,
-) {
+fn register_queue_metrics(reg: &Registry, rx: crate::queue::Receiver<Job>, capacity: usize) {
     // A receiver, never a sender: the workers stop when the last sender (the wheel's)
     // drops, and a sender held here would keep them waiting forever.
     reg.gauge_fn(

@@ -6,14 +6,21 @@
 //! a target's samples pass through one stripe in commit order and reach the spool in
 //! timestamp order, which receivers require per series.
 //!
+//! Batches are snappy-compressed on the committing worker, before the lock is taken, in
+//! runs of at most `max_block_samples` entries; a stripe holds the runs' snappy element
+//! streams back to back. That keeps the buffer (about a second of samples) at a fifth of
+//! its raw size, spreads compression over the workers, and leaves the flusher nothing to
+//! compress: element streams of separate inputs concatenate into one valid snappy block
+//! (see [`Spool::append_compressed`]), so a block is a contiguous slice of a stripe.
+//!
 //! The flusher ("sw-flusher") wakes every `flush_interval`, swaps each stripe's buffer for
-//! an empty one (so workers wait only for a pointer swap), cuts the bytes into blocks of at
-//! most `max_block_samples` series entries, appends them to the spool (each block tagged
-//! with its stripe, so shippers can send stripes in parallel and each in order) and fsyncs
+//! an empty one (so workers wait only for a pointer swap), groups whole runs into blocks of
+//! at most `max_block_samples` entries, appends them to the spool (each block tagged with
+//! its stripe, so shippers can send stripes in parallel and each in order) and fsyncs
 //! once.
 //! It runs at the agent's own priority, not the shippers' lower one: workers wait on the
-//! stripe locks it takes ([`crate::background`]). It also flushes early when the memory budget finds the buffer over its share
-//! ([`AppendBuffer::request_flush`]).
+//! stripe locks it takes ([`crate::background`]). It also flushes early when the memory
+//! budget finds the buffer over its share ([`AppendBuffer::request_flush`]).
 //! On stop it flushes whatever is left and fsyncs: that is the drain promise. A spool
 //! error is logged and counted; the data of that flush is lost and the spool is poisoned,
 //! which the readiness endpoint reports.
@@ -23,39 +30,119 @@ use crate::metrics::{Counter, Gauge, Registry};
 use crate::spool::{BlockMeta, Spool};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use parking_lot::Mutex;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// One compressed run of whole entries in a stripe's buffer.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Bytes of its snappy elements in the stripe's buffer.
+    len: u32,
+    /// Its uncompressed length.
+    raw: u32,
+    entries: u32,
+}
+
 #[derive(Default)]
 struct Stripe {
+    /// Snappy element streams of `runs`, back to back.
     data: Vec<u8>,
-    samples: u64,
+    runs: Vec<Run>,
     min_ts: i64,
     max_ts: i64,
+}
+
+/// A commit's runs, compressed before the stripe lock is taken. One per thread.
+#[derive(Default)]
+struct Compressed {
+    encoder: Option<snap::raw::Encoder>,
+    data: Vec<u8>,
+    runs: Vec<Run>,
+}
+
+thread_local! {
+    static COMPRESSED: RefCell<Compressed> = RefCell::default();
+}
+
+impl Compressed {
+    /// Compresses `batch` in runs of at most `max_entries` whole entries.
+    fn fill(&mut self, batch: &[u8], max_entries: usize) -> Result<(), String> {
+        self.data.clear();
+        self.runs.clear();
+        let (mut start, mut at, mut n) = (0usize, 0usize, 0usize);
+        let mut result = Ok(());
+        crate::wire::for_each_entry(batch, |entry| {
+            at += entry.len();
+            n += 1;
+            if n >= max_entries && result.is_ok() {
+                result = self.push_run(&batch[start..at], n);
+                start = at;
+                n = 0;
+            }
+        })
+        .map_err(|e| format!("corrupt batch: {e}"))?;
+        result?;
+        if n > 0 {
+            self.push_run(&batch[start..], n)?;
+        }
+        Ok(())
+    }
+
+    fn push_run(&mut self, raw: &[u8], entries: usize) -> Result<(), String> {
+        let too_large = || format!("a run of {} bytes is too large to compress", raw.len());
+        let max = snap::raw::max_compress_len(raw.len());
+        if max == 0 || raw.len() > u32::MAX as usize {
+            return Err(too_large());
+        }
+        let at = self.data.len();
+        self.data.resize(at + max, 0);
+        let encoder = self.encoder.get_or_insert_with(snap::raw::Encoder::new);
+        let n = encoder
+            .compress(raw, &mut self.data[at..])
+            .map_err(|_| too_large())?;
+        // Drop the block's leading length: runs are joined under one length at flush.
+        let header = crate::wire::varint_len(raw.len() as u64);
+        self.data.copy_within(at + header..at + n, at);
+        self.data.truncate(at + n - header);
+        self.runs.push(Run {
+            len: (n - header) as u32,
+            raw: raw.len() as u32,
+            entries: entries as u32,
+        });
+        Ok(())
+    }
 }
 
 /// The striped buffer. Shared by all workers and the flusher.
 pub struct AppendBuffer {
     stripes: Box<[Mutex<Stripe>]>,
+    max_block_samples: usize,
     buffered_bytes: AtomicU64,
     budget: Arc<MemoryBudget>,
     /// Early-flush requests to the flusher; one pending request is enough.
     flush_tx: Sender<()>,
     flush_rx: Receiver<()>,
+    /// Batches refused because they did not decode (a bug, never expected).
+    rejected: AtomicU64,
 }
 
 impl AppendBuffer {
-    pub fn new(stripes: usize, budget: Arc<MemoryBudget>) -> Arc<Self> {
+    /// A buffer of `stripes` stripes whose blocks hold at most `max_block_samples`
+    /// entries (a single run may not be split, so that is also the largest run).
+    pub fn new(stripes: usize, max_block_samples: usize, budget: Arc<MemoryBudget>) -> Arc<Self> {
         let n = stripes.max(1);
         let (flush_tx, flush_rx) = bounded(1);
         Arc::new(Self {
             stripes: (0..n).map(|_| Mutex::new(Stripe::default())).collect(),
+            max_block_samples: max_block_samples.max(1),
             buffered_bytes: AtomicU64::new(0),
             budget,
             flush_tx,
             flush_rx,
+            rejected: AtomicU64::new(0),
         })
     }
 
@@ -66,56 +153,69 @@ impl AppendBuffer {
     }
 
     /// Appends one scrape's encoded series. `key` picks the stripe and must be stable per
-    /// target.
+    /// target. `samples` is the number of entries in `batch`; a batch with none is
+    /// ignored.
     pub fn commit(&self, key: u64, batch: &[u8], samples: u64, min_ts: i64, max_ts: i64) {
-        if samples == 0 {
+        if samples == 0 || batch.is_empty() {
             return;
         }
-        let mut s = self.stripes[(key % self.stripes.len() as u64) as usize].lock();
-        if s.samples == 0 {
-            s.min_ts = min_ts;
-            s.max_ts = max_ts;
-        } else {
-            s.min_ts = s.min_ts.min(min_ts);
-            s.max_ts = s.max_ts.max(max_ts);
-        }
-        s.samples += samples;
-        s.data.extend_from_slice(batch);
-        drop(s);
-        self.buffered_bytes
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.budget.add(Part::Append, batch.len() as i64);
+        COMPRESSED.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Err(e) = c.fill(batch, self.max_block_samples) {
+                // Workers encode batches themselves, so this is a bug: say so, once
+                // per batch, and keep the other stripes going.
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                crate::error!(
+                    "append buffer refused a batch; its samples are lost",
+                    err = e
+                );
+                return;
+            }
+            let mut s = self.stripes[(key % self.stripes.len() as u64) as usize].lock();
+            if s.runs.is_empty() {
+                s.min_ts = min_ts;
+                s.max_ts = max_ts;
+            } else {
+                s.min_ts = s.min_ts.min(min_ts);
+                s.max_ts = s.max_ts.max(max_ts);
+            }
+            s.data.extend_from_slice(&c.data);
+            s.runs.extend_from_slice(&c.runs);
+            drop(s);
+            self.buffered_bytes
+                .fetch_add(c.data.len() as u64, Ordering::Relaxed);
+            self.budget.add(Part::Append, c.data.len() as i64);
+        });
         if self.budget.append_over_share() {
             self.request_flush();
         }
     }
 
-    /// Bytes committed and not yet flushed.
+    /// Compressed bytes committed and not yet flushed.
     pub fn buffered_bytes(&self) -> u64 {
         self.buffered_bytes.load(Ordering::Relaxed)
     }
 
     /// Moves every stripe's content out, one stripe at a time, calling `each` with the
-    /// stripe's index, bytes, sample count and time range. `spare` is swapped in so
-    /// stripes keep a warm allocation.
-    fn drain(&self, spare: &mut Vec<u8>, mut each: impl FnMut(u32, &[u8], u64, i64, i64)) {
+    /// stripe's index, its runs and their elements, and its time range. `spare` is swapped
+    /// in so stripes keep a warm allocation.
+    fn drain(&self, spare: &mut Stripe, mut each: impl FnMut(u32, &Stripe)) {
         for (index, stripe) in self.stripes.iter().enumerate() {
-            spare.clear();
-            let (samples, min_ts, max_ts) = {
+            spare.data.clear();
+            spare.runs.clear();
+            {
                 let mut s = stripe.lock();
-                if s.samples == 0 {
+                if s.runs.is_empty() {
                     continue;
                 }
-                std::mem::swap(&mut s.data, spare);
-                let r = (s.samples, s.min_ts, s.max_ts);
-                s.samples = 0;
-                r
-            };
+                std::mem::swap(&mut *s, spare);
+            }
+            let bytes = spare.data.len();
             self.buffered_bytes
-                .fetch_sub(spare.len() as u64, Ordering::Relaxed);
-            each(index as u32, spare, samples, min_ts, max_ts);
+                .fetch_sub(bytes as u64, Ordering::Relaxed);
+            each(index as u32, spare);
             // Released once the bytes are in the spool, so waiters see real room.
-            self.budget.add(Part::Append, -(spare.len() as i64));
+            self.budget.add(Part::Append, -(bytes as i64));
         }
     }
 }
@@ -139,7 +239,6 @@ pub struct Flusher {
 /// Everything the flusher needs.
 pub struct FlushConfig {
     pub interval: Duration,
-    pub max_block_samples: usize,
 }
 
 impl Flusher {
@@ -189,6 +288,13 @@ impl Flusher {
                 &[],
                 move || b.buffered_bytes() as f64,
             );
+            let b = buffer.clone();
+            reg.counter_fn(
+                "scrapewheel_append_rejected_batches_total",
+                "Batches the append buffer could not decode (their samples are lost; a bug).",
+                &[],
+                move || b.rejected.load(Ordering::Relaxed) as f64,
+            );
         }
         let (stop, stop_rx) = bounded(1);
         let handle = std::thread::Builder::new()
@@ -211,7 +317,7 @@ fn flush_loop(
     m: FlushMetrics,
     stop: Receiver<()>,
 ) {
-    let mut spare = Vec::new();
+    let mut spare = Stripe::default();
     let early = buffer.flush_rx.clone();
     loop {
         let last = select! {
@@ -219,63 +325,56 @@ fn flush_loop(
             recv(early) -> _ => false,
             default(cfg.interval) => false,
         };
-        flush_once(&buffer, &spool, &cfg, &m, &mut spare);
+        flush_once(&buffer, &spool, &m, &mut spare);
         if last {
             break;
         }
     }
 }
 
-fn flush_once(
-    buffer: &AppendBuffer,
-    spool: &Mutex<Spool>,
-    cfg: &FlushConfig,
-    m: &FlushMetrics,
-    spare: &mut Vec<u8>,
-) {
+fn flush_once(buffer: &AppendBuffer, spool: &Mutex<Spool>, m: &FlushMetrics, spare: &mut Stripe) {
     let mut spool = spool.lock();
     let mut failed: Option<String> = None;
     let mut wrote = false;
-    buffer.drain(spare, |stripe, bytes, _samples, min_ts, max_ts| {
+    let max = buffer.max_block_samples;
+    buffer.drain(spare, |stripe, s| {
         if failed.is_some() {
             return;
         }
-        let meta = |n: u32| BlockMeta {
-            samples: n,
-            stripe,
-            min_ts,
-            max_ts,
-        };
-        // Blocks are runs of whole entries of the drained buffer, compressed from where
-        // they lie: no copy.
-        let mut append = |block: &[u8], n: u32| -> Result<(), String> {
-            spool.append(block, meta(n)).map_err(|e| e.to_string())?;
-            m.blocks.inc();
-            m.samples.add(u64::from(n));
-            Ok(())
-        };
-        let (mut n, mut block_start, mut at) = (0u32, 0usize, 0usize);
-        let walked = crate::wire::for_each_entry(bytes, |entry| {
-            at += entry.len();
-            if failed.is_some() {
-                return;
-            }
-            n += 1;
-            if n as usize >= cfg.max_block_samples {
-                if let Err(e) = append(&bytes[block_start..at], n) {
-                    failed = Some(e);
+        // A block is a run of whole runs: a contiguous slice of the stripe's elements.
+        let (mut at, mut start, mut raw, mut entries) = (0usize, 0usize, 0usize, 0u32);
+        let mut append = |start: usize, end: usize, raw: usize, n: u32| {
+            let meta = BlockMeta {
+                samples: n,
+                stripe,
+                min_ts: s.min_ts,
+                max_ts: s.max_ts,
+            };
+            match spool.append_compressed(raw, &s.data[start..end], meta) {
+                Ok(()) => {
+                    m.blocks.inc();
+                    m.samples.add(u64::from(n));
+                    Ok(())
                 }
-                n = 0;
-                block_start = at;
+                Err(e) => Err(e.to_string()),
             }
-        });
-        if let Err(e) = walked {
-            failed = Some(format!("corrupt batch in the append buffer: {e}"));
-            return;
+        };
+        for run in &s.runs {
+            if entries > 0 && (entries + run.entries) as usize > max {
+                if let Err(e) = append(start, at, raw, entries) {
+                    failed = Some(e);
+                    return;
+                }
+                (start, raw, entries) = (at, 0, 0);
+            }
+            at += run.len as usize;
+            raw += run.raw as usize;
+            entries += run.entries;
         }
-        if n > 0 && failed.is_none() {
-            if let Err(e) = append(&bytes[block_start..], n) {
+        if entries > 0 {
+            if let Err(e) = append(start, at, raw, entries) {
                 failed = Some(e);
+                return;
             }
         }
         wrote = true;
@@ -313,6 +412,68 @@ mod tests {
         b
     }
 
+    /// Batches of every size around the block limit, to one stripe and to several:
+    /// every block is one valid snappy block holding whole entries, at most the limit
+    /// unless one commit's run alone is that large, and the spool holds exactly what
+    /// was committed, in commit order per stripe.
+    #[test]
+    fn compressed_runs_join_into_valid_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, _) = Spool::open(
+            dir.path(),
+            SpoolOptions {
+                segment_size: 1 << 20,
+                retention_size: 0,
+                retention_time_ms: 0,
+            },
+        )
+        .expect("open");
+        let spool = Arc::new(Mutex::new(spool));
+        let max = 7;
+        let buf = AppendBuffer::new(3, max, MemoryBudget::unlimited());
+        let mut want: Vec<Vec<(String, i64)>> = vec![Vec::new(); 3];
+        let mut ts = 0;
+        for (i, size) in [1usize, 6, 7, 8, 15, 2, 3, 1, 21, 5].iter().enumerate() {
+            for key in 0..3u64 {
+                let mut b = Vec::new();
+                for j in 0..*size {
+                    ts += 1;
+                    let name = format!("m{key}_{i}_{j}_{}", "x".repeat(j % 5 * 40));
+                    b.extend(series(&name, ts));
+                    want[key as usize].push((name, ts));
+                }
+                buf.commit(key, &b, *size as u64, ts, ts);
+            }
+        }
+        let reg = Registry::default();
+        let f = Flusher::start(
+            buf.clone(),
+            spool.clone(),
+            FlushConfig {
+                interval: Duration::from_secs(3600),
+            },
+            &reg,
+        )
+        .expect("start");
+        f.stop();
+        assert_eq!(buf.buffered_bytes(), 0);
+        let mut got: Vec<Vec<(String, i64)>> = vec![Vec::new(); 3];
+        crate::spool::read_all(dir.path(), |meta, wr| {
+            let mut n = 0;
+            crate::wire::decode_write_request(wr, |s| {
+                n += 1;
+                got[meta.stripe as usize].push((s.labels[0].1.to_string(), s.samples[0].1));
+            })
+            .expect("decodes");
+            assert_eq!(n, meta.samples, "block header counts its entries");
+            // 21 entries in one commit are cut into runs of 7 before compression.
+            assert!(n as usize <= max, "block of {n} entries over {max}");
+            Ok(())
+        })
+        .expect("reads");
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn flush_cuts_blocks_and_keeps_per_key_order() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -326,7 +487,7 @@ mod tests {
         )
         .expect("open");
         let spool = Arc::new(Mutex::new(spool));
-        let buf = AppendBuffer::new(4, MemoryBudget::unlimited());
+        let buf = AppendBuffer::new(4, 3, MemoryBudget::unlimited());
         for ts in 0..10 {
             let mut b = series("a", ts);
             b.extend(series("b", ts));
@@ -339,7 +500,6 @@ mod tests {
             spool.clone(),
             FlushConfig {
                 interval: Duration::from_secs(3600),
-                max_block_samples: 3,
             },
             &reg,
         )

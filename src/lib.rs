@@ -19,6 +19,7 @@ pub mod log;
 pub mod metrics;
 pub mod parse;
 pub mod pool;
+pub mod queue;
 pub mod relabel;
 pub mod remote_write;
 pub mod scrape;

@@ -59,7 +59,7 @@ pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 }
 
 #[inline]
-fn varint_len(v: u64) -> usize {
+pub fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least one.
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }

@@ -21,7 +21,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, RecvTimeoutError, Sender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Stores are at least this far apart: each costs two fsyncs, and one per acknowledged
@@ -145,31 +145,70 @@ impl CursorFile {
 
 /// The thread that persists a receiver's acknowledged positions; see the module docs.
 pub struct CursorWriter {
-    tx: Option<Sender<Position>>,
-    /// A position the channel had no room for; sent on the next call.
-    unsent: Option<Position>,
+    slot: Arc<Slot>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The newest position not yet stored: a one-value mailbox, since only the newest
+/// matters. A mutex and condition variable, not a channel: a channel's receive spins and
+/// yields before it sleeps, hundreds of times a second for a thread that stores five.
+struct Slot {
+    state: Mutex<SlotState>,
+    wake: Condvar,
+}
+
+struct SlotState {
+    pos: Option<Position>,
+    closed: bool,
+    /// The thread waits for a first position (not for the next store to be due), so
+    /// an update must wake it; otherwise its timed wait ends by itself.
+    idle: bool,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next position to store, once one is there and the store is due (at once
+    /// when closing); `None` when closed with nothing left.
+    fn next(&self, due: Instant) -> Option<Position> {
+        let mut g = self.lock();
+        while g.pos.is_none() && !g.closed {
+            g.idle = true;
+            g = self.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+            g.idle = false;
+        }
+        while !g.closed {
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            g = match self.wake.wait_timeout(g, due - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        g.pos.take()
+    }
 }
 
 impl CursorWriter {
     /// Starts the writer thread for `file`; `name` is the receiver's, for log lines.
     pub fn start(mut file: CursorFile, name: String, thread: String) -> io::Result<Self> {
-        let (tx, rx) = bounded::<Position>(1);
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState {
+                pos: None,
+                closed: false,
+                idle: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let theirs = slot.clone();
         let thread = std::thread::Builder::new().name(thread).spawn(move || {
             let mut logged = HashSet::new();
             let mut next_store = Instant::now();
-            while let Ok(mut pos) = rx.recv() {
-                // Only the newest position matters: gather what arrives until the next
-                // store is due (or the shipper stops).
-                loop {
-                    let wait = next_store.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(newer) => pos = newer,
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                            break
-                        }
-                    }
-                }
+            while let Some(pos) = theirs.next(next_store) {
                 next_store = Instant::now() + MIN_STORE_INTERVAL;
                 if let Err(e) = file.store(pos) {
                     let msg = e.to_string();
@@ -184,38 +223,41 @@ impl CursorWriter {
             }
         })?;
         Ok(CursorWriter {
-            tx: Some(tx),
-            unsent: None,
+            slot,
             thread: Some(thread),
         })
     }
 
-    /// Queues `pos` for persisting without waiting.
+    /// Hands `pos` over for persisting without waiting.
     pub fn update(&mut self, pos: Position) {
-        self.unsent = Some(pos);
-        self.flush_pending();
-    }
-
-    /// Retries a position that found the queue full.
-    pub fn flush_pending(&mut self) {
-        let (Some(tx), Some(pos)) = (&self.tx, self.unsent) else {
-            return;
-        };
-        match tx.try_send(pos) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => self.unsent = None,
-            Err(TrySendError::Full(_)) => {}
+        let mut g = self.slot.lock();
+        g.pos = Some(pos);
+        let wake = g.idle;
+        drop(g);
+        if wake {
+            self.slot.wake.notify_one();
         }
     }
 
     /// Persists the last position and joins the thread.
     pub fn finish(mut self) {
-        if let (Some(tx), Some(pos)) = (&self.tx, self.unsent.take()) {
-            let _ = tx.send(pos);
-        }
-        self.tx = None;
+        self.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+
+    fn close(&self) {
+        self.slot.lock().closed = true;
+        self.slot.wake.notify_one();
+    }
+}
+
+impl Drop for CursorWriter {
+    /// Without `finish` (a panic unwinding the shipper), the thread still stores the
+    /// last position and exits; nothing waits for it.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -263,7 +305,6 @@ mod tests {
         let mut w = CursorWriter::start(file, "w".into(), "test-cursor".into()).expect("start");
         for offset in 16..2000 {
             w.update(Position { segment: 1, offset });
-            w.flush_pending();
         }
         w.finish();
         let mut c = CursorFile::new(dir.path(), "w").expect("new");
@@ -274,6 +315,56 @@ mod tests {
                 offset: 1999
             })
         );
+    }
+
+    /// Stores are at least MIN_STORE_INTERVAL apart, the first comes without waiting
+    /// for one, and a writer dropped without `finish` still stores its last position.
+    #[test]
+    fn stores_are_paced_and_a_dropped_writer_still_stores() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = CursorFile::new(dir.path(), "p").expect("new");
+        let mut w = CursorWriter::start(file, "p".into(), "test-cursor".into()).expect("start");
+        let load = || {
+            CursorFile::new(dir.path(), "p")
+                .expect("new")
+                .load()
+                .expect("load")
+        };
+        let at = |offset| Position { segment: 2, offset };
+        w.update(at(100));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while load() != Some(at(100)) {
+            assert!(
+                Instant::now() < deadline,
+                "the first position was never stored"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let first = Instant::now();
+        w.update(at(200));
+        while load() != Some(at(200)) {
+            assert!(
+                Instant::now() < deadline,
+                "the second position was never stored"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Measured from after the first store was seen, so the gap can only be shorter
+        // than the real one.
+        assert!(
+            first.elapsed() >= MIN_STORE_INTERVAL / 2,
+            "{:?}",
+            first.elapsed()
+        );
+        w.update(at(300));
+        drop(w);
+        while load() != Some(at(300)) {
+            assert!(
+                Instant::now() < deadline,
+                "a dropped writer lost its last position"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     #[test]

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crate::queue::{self, RecvError, TrySendError};
+use crossbeam_channel::TryRecvError;
 use parking_lot::Mutex;
 
 use super::client::{Client, Outcome};
@@ -159,13 +160,13 @@ pub(super) struct Dispatcher {
     /// Shard count bounds: min_shards and min(max_shards, stripes).
     min: usize,
     cap: usize,
-    shards: Vec<Sender<Work>>,
+    shards: Vec<queue::Sender<Work>>,
     shard_threads: Vec<JoinHandle<()>>,
-    done_tx: Option<Sender<Done>>,
-    done_rx: Receiver<Done>,
+    done_tx: Option<queue::Sender<Done>>,
+    done_rx: queue::Receiver<Done>,
     /// Dropped to abort the shards' retries and backoff sleeps.
-    abort_tx: Option<Sender<()>>,
-    abort_rx: Receiver<()>,
+    abort_tx: Option<queue::Sender<()>>,
+    abort_rx: queue::Receiver<()>,
     window: VecDeque<Slot>,
     /// Sequence number of `window[0]`.
     base_seq: u64,
@@ -198,8 +199,9 @@ impl Dispatcher {
     ) -> Dispatcher {
         let cap = shared.queue.max_shards.min(stripes).max(1);
         let min = shared.queue.min_shards.clamp(1, cap);
-        let (done_tx, done_rx) = bounded(cap * (SHARD_QUEUE + 1) + 1);
-        let (abort_tx, abort_rx) = bounded(0);
+        let (done_tx, done_rx) = queue::bounded(cap * (SHARD_QUEUE + 1) + 1);
+        // Nothing is ever sent: dropping the sender is the signal.
+        let (abort_tx, abort_rx) = queue::bounded(1);
         shared.metrics.shards_max.set(cap as f64);
         Dispatcher {
             shared,
@@ -231,7 +233,7 @@ impl Dispatcher {
     }
 
     /// The dispatcher loop: returns when a drain finished or the manager aborted.
-    pub fn run(mut self, ctl: Receiver<Command>) {
+    pub fn run(mut self, ctl: crossbeam_channel::Receiver<Command>) {
         crate::background::lower_priority();
         if let Err(e) = self.set_shards(self.min) {
             crate::error!(
@@ -244,7 +246,6 @@ impl Dispatcher {
         loop {
             self.collect(None);
             self.advance();
-            self.cursor.flush_pending();
             match ctl.try_recv() {
                 Ok(Command::Drain { deadline }) => {
                     *self.shared.drain_deadline.lock() = Some(deadline);
@@ -533,7 +534,7 @@ impl Dispatcher {
             let Some(done) = self.done_tx.clone() else {
                 break;
             };
-            let (tx, rx) = bounded(SHARD_QUEUE);
+            let (tx, rx) = queue::bounded(SHARD_QUEUE);
             let shared = Arc::clone(&self.shared);
             let abort = self.abort_rx.clone();
             let t = std::thread::Builder::new()
@@ -567,7 +568,7 @@ impl Dispatcher {
             match self.done_rx.recv_deadline(deadline) {
                 Ok(done) => self.complete(done),
                 // Every shard has exited.
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                Err(RecvError::Disconnected) => {
                     for t in self.shard_threads.drain(..) {
                         let _ = t.join();
                     }
@@ -575,7 +576,7 @@ impl Dispatcher {
                 }
                 // A request is still in flight: leave its thread behind (the process is
                 // exiting); its block stays unacknowledged and is sent after restart.
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
+                Err(RecvError::Empty) => break,
             }
         }
         self.advance();
@@ -584,9 +585,14 @@ impl Dispatcher {
     }
 }
 
-fn shard_loop(shared: Arc<Shared>, rx: Receiver<Work>, done: Sender<Done>, abort: Receiver<()>) {
+fn shard_loop(
+    shared: Arc<Shared>,
+    rx: queue::Receiver<Work>,
+    done: queue::Sender<Done>,
+    abort: queue::Receiver<()>,
+) {
     let mut encoder = Encoder::new(shared.rewrite.clone());
-    for work in rx.iter() {
+    while let Some(work) = rx.recv() {
         let seq = work.seq;
         let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             deliver(&shared, &mut encoder, work, &abort)
@@ -605,12 +611,17 @@ fn shard_loop(shared: Arc<Shared>, rx: Receiver<Work>, done: Sender<Done>, abort
 }
 
 /// True once the dispatcher dropped the abort sender.
-fn aborted(abort: &Receiver<()>) -> bool {
-    matches!(abort.try_recv(), Err(TryRecvError::Disconnected))
+fn aborted(abort: &queue::Receiver<()>) -> bool {
+    matches!(abort.try_recv(), Err(RecvError::Disconnected))
 }
 
 /// Sends one block completely. False when aborted before it was delivered.
-fn deliver(shared: &Shared, encoder: &mut Encoder, work: Work, abort: &Receiver<()>) -> bool {
+fn deliver(
+    shared: &Shared,
+    encoder: &mut Encoder,
+    work: Work,
+    abort: &queue::Receiver<()>,
+) -> bool {
     let m = &shared.metrics;
     let prepared = match encoder.prepare(work.block, work.meta.samples) {
         Ok(p) => p,
@@ -679,10 +690,7 @@ fn deliver(shared: &Shared, encoder: &mut Encoder, work: Work, abort: &Receiver<
                     }
                     let wait = retry_after.unwrap_or(backoff);
                     backoff = (backoff * 2).min(shared.queue.max_backoff);
-                    if matches!(
-                        abort.recv_timeout(wait),
-                        Err(RecvTimeoutError::Disconnected)
-                    ) {
+                    if matches!(abort.recv_timeout(wait), Err(RecvError::Disconnected)) {
                         return false;
                     }
                 }

@@ -497,25 +497,64 @@ impl Spool {
     pub fn append(&mut self, write_request: &[u8], meta: BlockMeta) -> Result<(), SpoolError> {
         self.check_poisoned()?;
         let max = snap::raw::max_compress_len(write_request.len());
-        let too_large = || SpoolError::TooLarge {
-            path: self.shared.dir.clone(),
-            bytes: write_request.len(),
-            max: MAX_PAYLOAD - format::BLOCK_HEADER_LEN,
-        };
         if max == 0 || max > MAX_PAYLOAD - format::BLOCK_HEADER_LEN {
-            return Err(too_large());
+            return Err(self.too_large(write_request.len()));
         }
-        // The buffer only grows, so steady-state appends neither allocate nor zero it.
-        if self.frame.len() < HEAD_LEN + max {
-            self.frame.resize(HEAD_LEN + max, 0);
-        }
+        self.reserve_frame(max);
         // The output buffer has the maximum size and the input length was checked, so
         // snappy has nothing left to refuse; map the error anyway rather than unwrap.
-        let n = self
+        let n = match self
             .encoder
             .compress(write_request, &mut self.frame[HEAD_LEN..])
-            .map_err(|_| too_large())?;
-        let frame = &mut self.frame[..HEAD_LEN + n];
+        {
+            Ok(n) => n,
+            Err(_) => return Err(self.too_large(write_request.len())),
+        };
+        self.write_frame(HEAD_LEN + n, meta)
+    }
+
+    /// Appends one block that is already snappy-compressed, given as its uncompressed
+    /// length and its snappy elements (a raw snappy block without the leading length).
+    /// Element streams of separately compressed inputs may be concatenated: a copy only
+    /// reaches back into output of its own stream, so the result decodes to the
+    /// concatenated inputs. Otherwise as [`Spool::append`].
+    pub fn append_compressed(
+        &mut self,
+        raw_len: usize,
+        elements: &[u8],
+        meta: BlockMeta,
+    ) -> Result<(), SpoolError> {
+        self.check_poisoned()?;
+        let len = crate::wire::varint_len(raw_len as u64) + elements.len();
+        if raw_len > u32::MAX as usize || len > MAX_PAYLOAD - format::BLOCK_HEADER_LEN {
+            return Err(self.too_large(raw_len));
+        }
+        self.frame.truncate(HEAD_LEN);
+        self.frame.resize(HEAD_LEN, 0);
+        crate::wire::put_varint(&mut self.frame, raw_len as u64);
+        self.frame.extend_from_slice(elements);
+        self.write_frame(HEAD_LEN + len, meta)
+    }
+
+    fn too_large(&self, bytes: usize) -> SpoolError {
+        SpoolError::TooLarge {
+            path: self.shared.dir.clone(),
+            bytes,
+            max: MAX_PAYLOAD - format::BLOCK_HEADER_LEN,
+        }
+    }
+
+    /// Makes room for a frame of `snappy_max` payload bytes. The buffer only grows, so
+    /// steady-state appends neither allocate nor zero it.
+    fn reserve_frame(&mut self, snappy_max: usize) {
+        if self.frame.len() < HEAD_LEN + snappy_max {
+            self.frame.resize(HEAD_LEN + snappy_max, 0);
+        }
+    }
+
+    /// Seals and writes the frame held in `self.frame[..frame_len]`.
+    fn write_frame(&mut self, frame_len: usize, meta: BlockMeta) -> Result<(), SpoolError> {
+        let frame = &mut self.frame[..frame_len];
         seal_frame(frame, meta);
         let frame_len = frame.len() as u64;
 

@@ -8,13 +8,12 @@
 //! is free), and the commit carries only staleness markers and the report series with
 //! up=0. A `Final` job writes end-of-run markers for a removed target.
 //!
-//! The pool stops when the job queue ([`queue`]) closes: each worker finishes the scrape in
+//! The pool stops when the job queue ([`crate::queue`]) closes: each worker finishes the scrape in
 //! hand (bounded by its timeout) and exits. A panic while scraping one target is caught,
 //! logged and counted; the worker carries on with the next job.
 
 pub mod cache;
 pub mod pipeline;
-pub mod queue;
 pub mod state;
 pub mod stream;
 
@@ -23,13 +22,13 @@ use crate::budget::{Charge, MemoryBudget, Part};
 use crate::hash::{HashKeyed, HashSetKeyed};
 use crate::metrics::{Counter, Gauge, IntervalSummary, Registry};
 use crate::parse::Format;
+use crate::queue::Receiver;
 use crate::scrape::{BodyStream, HttpClient, ScrapeRequest};
 use crate::target::Target;
 use crate::wheel::DueKind;
 use crate::wire;
 use parking_lot::Mutex;
 use pipeline::{ScrapeFailure, Series, WalkConfig, WalkStats, WalkStream, Walker};
-use queue::Receiver;
 use state::{diff_sorted, BodyWriter, ScrapeState};
 use std::io::Read;
 use std::path::{Path, PathBuf};
