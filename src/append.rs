@@ -59,18 +59,29 @@ struct Stripe {
 #[derive(Default)]
 struct Compressed {
     encoder: Option<snap::raw::Encoder>,
-    data: Vec<u8>,
+    /// `HEADROOM` bytes, then the runs' elements (`used` bytes), then scratch. It only
+    /// grows, so compressing neither allocates nor zeroes in the steady state.
+    buf: Vec<u8>,
+    used: usize,
     runs: Vec<Run>,
 }
+
+/// Room for the longest length header snappy writes before a block's elements.
+const HEADROOM: usize = 5;
 
 thread_local! {
     static COMPRESSED: RefCell<Compressed> = RefCell::default();
 }
 
 impl Compressed {
+    /// The elements of every run, back to back.
+    fn elements(&self) -> &[u8] {
+        &self.buf[HEADROOM..HEADROOM + self.used]
+    }
+
     /// Compresses `batch` in runs of at most `max_entries` whole entries.
     fn fill(&mut self, batch: &[u8], max_entries: usize) -> Result<(), String> {
-        self.data.clear();
+        self.used = 0;
         self.runs.clear();
         let (mut start, mut at, mut n) = (0usize, 0usize, 0usize);
         let mut result = Ok(());
@@ -97,16 +108,22 @@ impl Compressed {
         if max == 0 || raw.len() > u32::MAX as usize {
             return Err(too_large());
         }
-        let at = self.data.len();
-        self.data.resize(at + max, 0);
+        // The block's length header is written over the last bytes before the run
+        // (the previous run's tail, or the headroom) and those bytes are put back, so
+        // the elements land right after the previous run's without a copy.
+        let header = crate::wire::varint_len(raw.len() as u64);
+        let end = HEADROOM + self.used;
+        if self.buf.len() < end + max {
+            self.buf.resize(end + max, 0);
+        }
+        let mut saved = [0u8; HEADROOM];
+        saved[..header].copy_from_slice(&self.buf[end - header..end]);
         let encoder = self.encoder.get_or_insert_with(snap::raw::Encoder::new);
         let n = encoder
-            .compress(raw, &mut self.data[at..])
+            .compress(raw, &mut self.buf[end - header..])
             .map_err(|_| too_large())?;
-        // Drop the block's leading length: runs are joined under one length at flush.
-        let header = crate::wire::varint_len(raw.len() as u64);
-        self.data.copy_within(at + header..at + n, at);
-        self.data.truncate(at + n - header);
+        self.buf[end - header..end].copy_from_slice(&saved[..header]);
+        self.used += n - header;
         self.runs.push(Run {
             len: (n - header) as u32,
             raw: raw.len() as u32,
@@ -179,12 +196,12 @@ impl AppendBuffer {
                 s.min_ts = s.min_ts.min(min_ts);
                 s.max_ts = s.max_ts.max(max_ts);
             }
-            s.data.extend_from_slice(&c.data);
+            s.data.extend_from_slice(c.elements());
             s.runs.extend_from_slice(&c.runs);
             drop(s);
             self.buffered_bytes
-                .fetch_add(c.data.len() as u64, Ordering::Relaxed);
-            self.budget.add(Part::Append, c.data.len() as i64);
+                .fetch_add(c.used as u64, Ordering::Relaxed);
+            self.budget.add(Part::Append, c.used as i64);
         });
         if self.budget.append_over_share() {
             self.request_flush();

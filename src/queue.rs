@@ -8,28 +8,59 @@
 //! involuntary context switches); a mutex and two condition variables hand an item over
 //! with one futex wake and nothing else.
 //!
+//! Waiting receivers are woken last-in, first-out: the receiver that went idle most
+//! recently takes the next item. Under light load the same one or two threads then do
+//! all the work, and the others' buffers (and their malloc arenas) stay cold instead of
+//! every thread of a pool touching its own in turn, which is what keeps an idle agent's
+//! memory independent of the pool size.
+//!
 //! Disconnection works as in `std::sync::mpsc`: once every [`Sender`] is gone, receivers
 //! drain what is left and then see the queue closed; once every [`Receiver`] is gone,
 //! sends fail and give the item back. This module owns no thread.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 struct State<T> {
     items: VecDeque<T>,
     senders: usize,
     receivers: usize,
-    /// Threads waiting in a receive or a send: std's notify is a syscall even with
-    /// no one to wake, so it is made only when someone waits.
-    waiting_recv: usize,
+    /// Receivers waiting for an item, the most recent last.
+    waiters: Vec<Arc<Waiter>>,
+    /// Senders waiting for room: std's notify is a syscall even with no one to wake, so
+    /// it is made only when someone waits.
     waiting_send: usize,
+}
+
+/// A receiving thread parked until a sender takes it off the waiter stack.
+struct Waiter {
+    thread: Thread,
+    woken: AtomicBool,
+}
+
+thread_local! {
+    /// A thread waits on one queue at a time, so one waiter per thread is reused.
+    static WAITER: Arc<Waiter> = Arc::new(Waiter {
+        thread: std::thread::current(),
+        woken: AtomicBool::new(false),
+    });
+}
+
+impl<T> State<T> {
+    /// Takes the most recent waiter off the stack, marked woken; the caller unparks it
+    /// once the lock is released.
+    fn pop_waiter(&mut self) -> Option<Arc<Waiter>> {
+        let w = self.waiters.pop()?;
+        w.woken.store(true, Ordering::Release);
+        Some(w)
+    }
 }
 
 struct Shared<T> {
     state: Mutex<State<T>>,
-    /// Signalled when an item arrives or the last sender leaves.
-    ready: Condvar,
     /// Signalled when an item leaves or the last receiver leaves.
     room: Condvar,
     capacity: usize,
@@ -41,11 +72,11 @@ impl<T> Shared<T> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn item_added(&self, s: MutexGuard<'_, State<T>>) {
-        let wake = s.waiting_recv > 0;
+    fn item_added(&self, mut s: MutexGuard<'_, State<T>>) {
+        let waiter = s.pop_waiter();
         drop(s);
-        if wake {
-            self.ready.notify_one();
+        if let Some(w) = waiter {
+            w.thread.unpark();
         }
     }
 }
@@ -64,10 +95,9 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             items: VecDeque::with_capacity(capacity.min(4096)),
             senders: 1,
             receivers: 1,
-            waiting_recv: 0,
+            waiters: Vec::new(),
             waiting_send: 0,
         }),
-        ready: Condvar::new(),
         room: Condvar::new(),
         capacity,
     });
@@ -147,8 +177,14 @@ impl<T> Drop for Sender<T> {
         let mut s = self.shared.lock();
         s.senders -= 1;
         if s.senders == 0 {
+            let mut waiters = Vec::new();
+            while let Some(w) = s.pop_waiter() {
+                waiters.push(w);
+            }
             drop(s);
-            self.shared.ready.notify_all();
+            for w in &waiters {
+                w.thread.unpark();
+            }
         }
     }
 }
@@ -160,18 +196,7 @@ pub struct Receiver<T> {
 impl<T> Receiver<T> {
     /// The next item; `None` once every sender is gone and the queue is empty.
     pub fn recv(&self) -> Option<T> {
-        let mut s = self.shared.lock();
-        loop {
-            if let Some(item) = self.take(&mut s) {
-                return Some(item);
-            }
-            if s.senders == 0 {
-                return None;
-            }
-            s.waiting_recv += 1;
-            s = wait(&self.shared.ready, s);
-            s.waiting_recv -= 1;
-        }
+        self.wait_item(None).ok()
     }
 
     /// The next item if one is waiting now.
@@ -186,6 +211,16 @@ impl<T> Receiver<T> {
 
     /// The next item, waiting until `deadline` at most.
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvError> {
+        self.wait_item(Some(deadline))
+    }
+
+    /// The next item, waiting `timeout` at most.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
+        self.wait_item(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_item(&self, deadline: Option<Instant>) -> Result<T, RecvError> {
+        let me = WAITER.with(Arc::clone);
         let mut s = self.shared.lock();
         loop {
             if let Some(item) = self.take(&mut s) {
@@ -194,28 +229,33 @@ impl<T> Receiver<T> {
             if s.senders == 0 {
                 return Err(RecvError::Disconnected);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return match self.take(&mut s) {
-                    Some(item) => Ok(item),
-                    None if s.senders == 0 => Err(RecvError::Disconnected),
-                    None => Err(RecvError::Empty),
-                };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RecvError::Empty);
             }
-            s.waiting_recv += 1;
-            s = match self.shared.ready.wait_timeout(s, deadline - now) {
-                Ok((g, _)) => g,
-                Err(e) => e.into_inner().0,
-            };
-            s.waiting_recv -= 1;
-        }
-    }
-
-    /// The next item, waiting `timeout` at most.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => self.recv_deadline(deadline),
-            None => self.recv().ok_or(RecvError::Disconnected),
+            me.woken.store(false, Ordering::Relaxed);
+            s.waiters.push(me.clone());
+            drop(s);
+            // Parking can end early (a stale unpark, or spuriously): only `woken` counts.
+            while !me.woken.load(Ordering::Acquire) {
+                match deadline {
+                    None => std::thread::park(),
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            break;
+                        }
+                        std::thread::park_timeout(d - now);
+                    }
+                }
+            }
+            s = self.shared.lock();
+            // Senders set `woken` under the lock as they take a waiter off the stack, so
+            // a waiter not woken by now is still on it and must leave.
+            if !me.woken.load(Ordering::Acquire) {
+                if let Some(i) = s.waiters.iter().rposition(|w| Arc::ptr_eq(w, &me)) {
+                    s.waiters.remove(i);
+                }
+            }
         }
     }
 
@@ -329,6 +369,51 @@ mod tests {
             rx.recv_deadline(Instant::now() + Duration::from_secs(5)),
             Err(RecvError::Disconnected)
         );
+    }
+
+    /// The receiver that went idle last gets the next item.
+    #[test]
+    fn the_most_recently_idle_receiver_is_woken_first() {
+        let (tx, rx) = bounded::<u32>(8);
+        let (got_tx, got_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::new();
+        for id in 0..3u32 {
+            let rx = rx.clone();
+            let got = got_tx.clone();
+            threads.push(std::thread::spawn(move || {
+                while let Some(item) = rx.recv() {
+                    let _ = got.send((id, item));
+                }
+            }));
+            // Let each one park before the next starts, so the order on the stack is
+            // 0, 1, 2 (2 on top).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while tx.shared.lock().waiters.len() < id as usize + 1 {
+                assert!(Instant::now() < deadline, "receiver {id} never parked");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        for item in 0..5 {
+            tx.send(item).expect("send");
+            let (id, got) = got_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("an item");
+            assert_eq!(
+                (id, got),
+                (2, item),
+                "the last to park serves every item in turn"
+            );
+            // Wait until it parked again before sending the next.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while tx.shared.lock().waiters.len() < 3 {
+                assert!(Instant::now() < deadline, "receiver 2 never parked again");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(tx);
+        for t in threads {
+            t.join().expect("receiver exits when the sender is gone");
+        }
     }
 
     #[test]

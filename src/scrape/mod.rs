@@ -73,20 +73,20 @@ const MAX_IDLE_CONNECTIONS: usize = 20_000;
 const MAX_IDLE_CONNECTIONS_PER_HOST: usize = 1_000;
 const MAX_IDLE_AGE: Duration = Duration::from_secs(5 * 60);
 
-/// Size of a connection's input and output buffer while it is in use (ureq's default is
-/// 128 KiB each). They exist only for the scrapes in flight, not for idle connections.
-/// The input buffer bounds the response header (metrics endpoints send a few hundred
-/// bytes; nginx's default proxy buffer for upstream headers is 4–8 KiB) and the size of
-/// each socket read; the output buffer bounds the longest single request line (the
-/// request line with the URL, or one header such as `Authorization`), which is nginx's
-/// own default limit (`large_client_header_buffers 4 8k`). A request longer than the
-/// buffer is sent in several writes.
-const CONN_BUFFER_SIZE: usize = 8 * 1024;
+/// Sizes of a connection's input and output buffers while it is in use (ureq's default
+/// is 128 KiB each). They exist only for the scrapes in flight, not for idle connections.
+/// The input buffer sets the size of each socket read: at 64 KiB a typical exporter body
+/// arrives in one or two reads instead of eight. The output buffer bounds the longest
+/// single request line (the request line with the URL, or one header such as
+/// `Authorization`), which is nginx's own default limit (`large_client_header_buffers 4
+/// 8k`). A request longer than the buffer is sent in several writes.
+const INPUT_BUFFER_SIZE: usize = 64 * 1024;
+const OUTPUT_BUFFER_SIZE: usize = 8 * 1024;
 
-/// A response header larger than this fails the scrape. One byte under the input
-/// buffer, so that ureq reports "response header is too big" instead of stalling on a
-/// full buffer.
-const MAX_RESPONSE_HEADER_SIZE: usize = CONN_BUFFER_SIZE - 1;
+/// A response header larger than this fails the scrape ("response header is too big").
+/// Metrics endpoints send a few hundred bytes; nginx's default proxy buffer for upstream
+/// headers is 4–8 KiB.
+const MAX_RESPONSE_HEADER_SIZE: usize = 8 * 1024 - 1;
 
 /// Error bodies up to this size (by `Content-Length`) are read and dropped so that the
 /// connection can be reused; larger or unsized ones close the connection instead of
@@ -494,8 +494,8 @@ impl HttpClient {
             // Set explicitly on every request; these stop ureq adding its own.
             .user_agent(USER_AGENT)
             .accept_encoding("")
-            .input_buffer_size(CONN_BUFFER_SIZE)
-            .output_buffer_size(CONN_BUFFER_SIZE)
+            .input_buffer_size(INPUT_BUFFER_SIZE)
+            .output_buffer_size(OUTPUT_BUFFER_SIZE)
             .max_response_header_size(MAX_RESPONSE_HEADER_SIZE)
             .max_idle_connections(MAX_IDLE_CONNECTIONS.div_ceil(shards))
             .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS_PER_HOST)

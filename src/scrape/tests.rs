@@ -791,7 +791,7 @@ fn body_shorter_than_content_length_is_a_read_error() {
 #[test]
 fn oversized_response_header_is_rejected() {
     let server = TestServer::start(|_, s, _| {
-        let big = "a".repeat(CONN_BUFFER_SIZE * 2);
+        let big = "a".repeat(MAX_RESPONSE_HEADER_SIZE * 2);
         respond(s, "200 OK", &[("X-Big", &big)], b"up 1\n");
         After::Close
     });
@@ -1426,8 +1426,8 @@ fn long_request_lines_and_headers_are_sent_whole() {
     // Each line alone is well over half the output buffer; together far over it.
     let server = ok_server(METRICS);
     let client = HttpClient::new();
-    let query = "x".repeat(CONN_BUFFER_SIZE - 1_024);
-    let token = "t".repeat(CONN_BUFFER_SIZE - 1_024);
+    let query = "x".repeat(OUTPUT_BUFFER_SIZE - 1_024);
+    let token = "t".repeat(OUTPUT_BUFFER_SIZE - 1_024);
     let url = server.url(&format!("/metrics?q={query}"));
     let mut body = Vec::new();
     for _ in 0..2 {
