@@ -79,10 +79,15 @@ impl Compressed {
         &self.buf[HEADROOM..HEADROOM + self.used]
     }
 
-    /// Compresses `batch` in runs of at most `max_entries` whole entries.
-    fn fill(&mut self, batch: &[u8], max_entries: usize) -> Result<(), String> {
+    /// Compresses `batch`, which holds `entries` entries, in runs of at most
+    /// `max_entries` whole entries.
+    fn fill(&mut self, batch: &[u8], entries: u64, max_entries: usize) -> Result<(), String> {
         self.used = 0;
         self.runs.clear();
+        if entries <= max_entries as u64 {
+            // The usual case: one run, and no need to find where entries end.
+            return self.push_run(batch, entries as usize);
+        }
         let (mut start, mut at, mut n) = (0usize, 0usize, 0usize);
         let mut result = Ok(());
         crate::wire::for_each_entry(batch, |entry| {
@@ -178,7 +183,7 @@ impl AppendBuffer {
         }
         COMPRESSED.with(|c| {
             let mut c = c.borrow_mut();
-            if let Err(e) = c.fill(batch, self.max_block_samples) {
+            if let Err(e) = c.fill(batch, samples, self.max_block_samples) {
                 // Workers encode batches themselves, so this is a bug: say so, once
                 // per batch, and keep the other stripes going.
                 self.rejected.fetch_add(1, Ordering::Relaxed);

@@ -121,6 +121,17 @@ struct LRef<'a> {
     value: Str<'a>,
 }
 
+/// Label name order. Names nearly always differ in their first byte, so that decides
+/// without a call into `memcmp` (a tenth of the walk's time when every comparison made
+/// one).
+#[inline]
+fn name_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 #[inline]
 fn resolve<'x>(s: Str<'x>, arena: &'x str) -> &'x str {
     match s {
@@ -212,12 +223,12 @@ impl Walker {
         }
         let arena = self.arena.as_str();
         // Exporters usually write labels sorted already: insertion sort is then linear.
-        scraped.sort_by(|a, b| resolve(a.name, arena).cmp(resolve(b.name, arena)));
+        scraped.sort_by(|a, b| name_cmp(resolve(a.name, arena), resolve(b.name, arena)));
         let mut conflicts = 0usize;
         let (mut i, mut j) = (0, 0);
         while i < scraped.len() || j < target.len() {
             let ord = match (scraped.get(i), target.get(j)) {
-                (Some(r), Some(t)) => resolve(r.name, arena).cmp(t.name.as_str()),
+                (Some(r), Some(t)) => name_cmp(resolve(r.name, arena), t.name.as_str()),
                 (Some(_), None) => std::cmp::Ordering::Less,
                 _ => std::cmp::Ordering::Greater,
             };
