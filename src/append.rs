@@ -306,7 +306,7 @@ impl Flusher {
             let b = buffer.clone();
             reg.gauge_fn(
                 "scrapewheel_append_buffer_bytes",
-                "Bytes committed by workers and not yet flushed.",
+                "Bytes committed by workers and not yet flushed (snappy-compressed).",
                 &[],
                 move || b.buffered_bytes() as f64,
             );

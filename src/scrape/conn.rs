@@ -291,6 +291,10 @@ impl IdleFreeBuffers {
         let before = buf.len();
         if len == 0 {
             *buf = Vec::new();
+        } else if buf.is_empty() {
+            // One zeroed allocation (calloc), where growing element by element is a loop
+            // over every byte in an unoptimised build: 64 KiB per scrape.
+            *buf = vec![0; len];
         } else {
             buf.resize(len, 0);
         }
