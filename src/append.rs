@@ -434,12 +434,8 @@ mod tests {
         b
     }
 
-    /// Batches of every size around the block limit, to one stripe and to several:
-    /// every block is one valid snappy block holding whole entries, at most the limit
-    /// unless one commit's run alone is that large, and the spool holds exactly what
-    /// was committed, in commit order per stripe.
-    #[test]
-    fn compressed_runs_join_into_valid_blocks() {
+    /// A spool in a fresh temp dir (kept alive by the returned guard).
+    fn open_spool() -> (tempfile::TempDir, Arc<Mutex<Spool>>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (spool, _) = Spool::open(
             dir.path(),
@@ -450,7 +446,32 @@ mod tests {
             },
         )
         .expect("open");
-        let spool = Arc::new(Mutex::new(spool));
+        (dir, Arc::new(Mutex::new(spool)))
+    }
+
+    /// Starts a real flusher that would not flush on its own for an hour and stops it,
+    /// which flushes everything committed.
+    fn flush_by_stopping(buf: &Arc<AppendBuffer>, spool: &Arc<Mutex<Spool>>) {
+        let reg = Registry::default();
+        Flusher::start(
+            buf.clone(),
+            spool.clone(),
+            FlushConfig {
+                interval: Duration::from_secs(3600),
+            },
+            &reg,
+        )
+        .expect("start")
+        .stop();
+    }
+
+    /// Batches of every size around the block limit, to one stripe and to several:
+    /// every block is one valid snappy block holding whole entries, at most the limit
+    /// unless one commit's run alone is that large, and the spool holds exactly what
+    /// was committed, in commit order per stripe.
+    #[test]
+    fn compressed_runs_join_into_valid_blocks() {
+        let (dir, spool) = open_spool();
         let max = 7;
         let buf = AppendBuffer::new(3, max, MemoryBudget::unlimited());
         let mut want: Vec<Vec<(String, i64)>> = vec![Vec::new(); 3];
@@ -467,17 +488,7 @@ mod tests {
                 buf.commit(key, &b, *size as u64, ts, ts);
             }
         }
-        let reg = Registry::default();
-        let f = Flusher::start(
-            buf.clone(),
-            spool.clone(),
-            FlushConfig {
-                interval: Duration::from_secs(3600),
-            },
-            &reg,
-        )
-        .expect("start");
-        f.stop();
+        flush_by_stopping(&buf, &spool);
         assert_eq!(buf.buffered_bytes(), 0);
         let mut got: Vec<Vec<(String, i64)>> = vec![Vec::new(); 3];
         crate::spool::read_all(dir.path(), |meta, wr| {
@@ -498,17 +509,7 @@ mod tests {
 
     #[test]
     fn flush_cuts_blocks_and_keeps_per_key_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (spool, _) = Spool::open(
-            dir.path(),
-            SpoolOptions {
-                segment_size: 1 << 20,
-                retention_size: 0,
-                retention_time_ms: 0,
-            },
-        )
-        .expect("open");
-        let spool = Arc::new(Mutex::new(spool));
+        let (dir, spool) = open_spool();
         let buf = AppendBuffer::new(4, 3, MemoryBudget::unlimited());
         for ts in 0..10 {
             let mut b = series("a", ts);
@@ -516,17 +517,7 @@ mod tests {
             buf.commit(7, &b, 2, ts, ts);
         }
         assert!(buf.buffered_bytes() > 0);
-        let reg = Registry::default();
-        let f = Flusher::start(
-            buf.clone(),
-            spool.clone(),
-            FlushConfig {
-                interval: Duration::from_secs(3600),
-            },
-            &reg,
-        )
-        .expect("start");
-        f.stop();
+        flush_by_stopping(&buf, &spool);
         assert_eq!(buf.buffered_bytes(), 0);
         let mut blocks = Vec::new();
         let mut ts_a = Vec::new();
