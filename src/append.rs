@@ -181,11 +181,17 @@ impl AppendBuffer {
         if samples == 0 || batch.is_empty() {
             return;
         }
+        // Block headers take their counts from `samples`, so a caller that miscounts
+        // would mislabel blocks: the tests catch that here.
+        debug_assert!({
+            let mut n = 0u64;
+            crate::wire::for_each_entry(batch, |_| n += 1).map_or(true, |()| n == samples)
+        });
         COMPRESSED.with(|c| {
             let mut c = c.borrow_mut();
             if let Err(e) = c.fill(batch, samples, self.max_block_samples) {
-                // Workers encode batches themselves, so this is a bug: say so, once
-                // per batch, and keep the other stripes going.
+                // Workers encode batches themselves, so this is a bug: log it, count it,
+                // and keep the other stripes going.
                 self.rejected.fetch_add(1, Ordering::Relaxed);
                 crate::error!(
                     "append buffer refused a batch; its samples are lost",
@@ -463,6 +469,25 @@ mod tests {
         )
         .expect("start")
         .stop();
+    }
+
+    /// A batch that does not decode (only a bug could make one) is refused and
+    /// counted, and leaves the buffer as it was.
+    #[test]
+    fn an_undecodable_batch_is_refused_and_counted() {
+        let buf = AppendBuffer::new(2, 2, MemoryBudget::unlimited());
+        let mut b = series("a", 1);
+        b.extend(series("b", 1));
+        b.extend(series("c", 1));
+        // Cut inside the last entry; three entries are over the limit of two, so the
+        // batch is walked entry by entry and the cut is found.
+        b.truncate(b.len() - 3);
+        buf.commit(1, &b, 3, 1, 1);
+        assert_eq!(buf.rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(buf.buffered_bytes(), 0);
+        buf.commit(1, &series("d", 2), 1, 2, 2);
+        assert_eq!(buf.rejected.load(Ordering::Relaxed), 1);
+        assert!(buf.buffered_bytes() > 0, "the next batch goes in");
     }
 
     /// Batches of every size around the block limit, to one stripe and to several:

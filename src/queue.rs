@@ -5,8 +5,8 @@
 //! A general-purpose channel's receive spins and yields the CPU several times before it
 //! blocks. These waits happen hundreds of times a second, on more threads than there are
 //! cores, and the yields cost more CPU than the hand-over itself (and show up as
-//! involuntary context switches); a mutex and two condition variables hand an item over
-//! with one futex wake and nothing else.
+//! involuntary context switches); a mutex and a parked receiver hand an item over with
+//! one futex wake and nothing else.
 //!
 //! Waiting receivers are woken last-in, first-out: the receiver that went idle most
 //! recently takes the next item. Under light load the same one or two threads then do
@@ -60,6 +60,8 @@ impl<T> State<T> {
 }
 
 struct Shared<T> {
+    /// std's mutex, not parking_lot's: its contended path spins briefly and then sleeps,
+    /// where parking_lot's yields the CPU in between, the very cost this module avoids.
     state: Mutex<State<T>>,
     /// Signalled when an item leaves or the last receiver leaves.
     room: Condvar,
@@ -81,8 +83,6 @@ impl<T> Shared<T> {
     }
 }
 
-/// std's mutex, not parking_lot's: its contended path spins briefly and then sleeps,
-/// where parking_lot's yields the CPU in between, the very cost this module avoids.
 fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, State<T>>) -> MutexGuard<'a, State<T>> {
     cv.wait(g).unwrap_or_else(|e| e.into_inner())
 }
