@@ -145,7 +145,71 @@ fn resolve<'x>(s: Str<'x>, arena: &'x str) -> &'x str {
 pub struct Walker {
     arena: String,
     tmp: String,
-    label_bytes: Vec<u8>,
+    label_bytes: wire::LabelBuf,
+    /// The target's labels, encoded once per walk, and where each one ends: the direct
+    /// path copies runs of them between scraped labels.
+    target_enc: Vec<u8>,
+    target_ends: Vec<usize>,
+    floats: FloatMemo,
+    /// Tests turn the direct path off to check it against the general one, and count
+    /// the samples it encoded.
+    #[cfg(test)]
+    general_only: bool,
+    #[cfg(test)]
+    direct: usize,
+}
+
+/// Samples with more scraped labels than this take the general path.
+const MAX_DIRECT_LABELS: usize = 32;
+
+/// Re-spelt `le`/`quantile` values by their exposed spelling. A histogram repeats its
+/// dozen bucket bounds on every label combination, and re-spelling one costs more than
+/// the rest of its label's encoding. Direct-mapped, so a collision only costs a miss;
+/// the entries are a pure function of the key, so nothing ever needs invalidating.
+struct FloatMemo {
+    slots: Vec<(String, String)>,
+}
+
+impl Default for FloatMemo {
+    fn default() -> Self {
+        FloatMemo {
+            slots: vec![(String::new(), String::new()); Self::SLOTS],
+        }
+    }
+}
+
+impl FloatMemo {
+    const SLOTS: usize = 64;
+    /// Longer spellings are re-spelt every time rather than stored.
+    const MAX_KEY: usize = 24;
+
+    /// `value` as Prometheus spells it, borrowing from the memo or from `value`.
+    fn get<'s>(&'s mut self, value: &'s str, tmp: &'s mut String) -> &'s str {
+        let b = value.as_bytes();
+        if b.is_empty() || b.len() > Self::MAX_KEY {
+            return if parse::normalize_float_label(value, tmp) {
+                tmp
+            } else {
+                value
+            };
+        }
+        let mix = b.len()
+            ^ (usize::from(b[0]) << 1)
+            ^ (usize::from(b[b.len() / 2]) << 2)
+            ^ (usize::from(b[b.len() - 1]) << 3);
+        let slot = &mut self.slots[mix % Self::SLOTS];
+        if slot.0 != value {
+            slot.0.clear();
+            slot.0.push_str(value);
+            // An empty second half means "spelt as exposed".
+            parse::normalize_float_label(value, &mut slot.1);
+        }
+        if slot.1.is_empty() {
+            value
+        } else {
+            &slot.1
+        }
+    }
 }
 
 impl Walker {
@@ -268,6 +332,146 @@ impl Walker {
         }
     }
 
+    /// Encodes the target's labels for [`Walker::encode_direct`].
+    fn encode_target(&mut self, target: &[Label]) {
+        self.target_enc.clear();
+        self.target_ends.clear();
+        for l in target {
+            wire::put_label(&mut self.target_enc, l.name.as_bytes(), l.value.as_bytes());
+            self.target_ends.push(self.target_enc.len());
+        }
+    }
+
+    /// Encodes one sample's merged labels straight into `label_bytes`, without the refs
+    /// [`Walker::build_refs`] builds and renames, for the common case: nothing escaped,
+    /// no empty value, at most [`MAX_DIRECT_LABELS`] scraped labels, no clash with a
+    /// target label (unless honor_labels settles it) and no label length limits. Returns false,
+    /// with `label_bytes` to be discarded, for any sample outside that case, which then
+    /// takes the general path; both give the same bytes.
+    fn encode_direct(
+        &mut self,
+        name: RawStr<'_>,
+        labels: &[RawLabel<'_>],
+        family: MetricType,
+        cfg: &WalkConfig<'_>,
+    ) -> bool {
+        #[cfg(test)]
+        if self.general_only {
+            return false;
+        }
+        let target = cfg.target_labels.as_slice();
+        if name.escaped
+            || labels.len() > MAX_DIRECT_LABELS
+            || cfg.label_name_length_limit > 0
+            || cfg.label_value_length_limit > 0
+        {
+            return false;
+        }
+        // Exact when the direct path succeeds: no empty value and no clash drops a label.
+        let count = 1 + labels.len() + target.len();
+        if cfg.label_limit > 0 && count as u64 > cfg.label_limit {
+            return false;
+        }
+        let respelt = match family {
+            MetricType::Histogram | MetricType::GaugeHistogram => "le",
+            MetricType::Summary => "quantile",
+            _ => "",
+        };
+        let Walker {
+            tmp,
+            label_bytes: out,
+            target_enc,
+            target_ends,
+            floats,
+            ..
+        } = self;
+        out.clear();
+        let mut t = 0;
+        let mut t_from = 0;
+        let mut name_pending = true;
+        let mut prev = "";
+        // Writes the target labels that sort before `n`, then `n` itself; false on a
+        // clash that honor_labels does not settle.
+        let mut put = |n: &str, v: &str, out: &mut wire::LabelBuf| -> bool {
+            let mut ord = std::cmp::Ordering::Less;
+            while let Some(tl) = target.get(t) {
+                ord = name_cmp(&tl.name, n);
+                if ord != std::cmp::Ordering::Less {
+                    break;
+                }
+                t += 1;
+            }
+            if t > 0 && target_ends[t - 1] > t_from {
+                out.extend(&target_enc[t_from..target_ends[t - 1]]);
+                t_from = target_ends[t - 1];
+            }
+            if t < target.len() && ord == std::cmp::Ordering::Equal {
+                if !cfg.honor_labels {
+                    return false;
+                }
+                t_from = target_ends[t];
+                t += 1;
+            }
+            out.put_label(n.as_bytes(), v.as_bytes());
+            true
+        };
+        // Label order as exposed is usually sorted but for a histogram's `le` or a
+        // summary's `quantile`, which client libraries put last: insertion sort on
+        // indices is then linear.
+        let mut order = [0u8; MAX_DIRECT_LABELS];
+        let order = &mut order[..labels.len()];
+        for i in 0..labels.len() {
+            let mut j = i;
+            while j > 0
+                && name_cmp(
+                    labels[usize::from(order[j - 1])].name.raw,
+                    labels[i].name.raw,
+                ) == std::cmp::Ordering::Greater
+            {
+                order[j] = order[j - 1];
+                j -= 1;
+            }
+            order[j] = i as u8;
+        }
+        for &i in order.iter() {
+            let l = &labels[usize::from(i)];
+            let (n, v) = (l.name.raw, l.value.raw);
+            if l.name.escaped
+                || l.value.escaped
+                || v.is_empty()
+                || name_cmp(prev, n) != std::cmp::Ordering::Less
+            {
+                return false;
+            }
+            prev = n;
+            if name_pending {
+                match name_cmp(METRIC_NAME, n) {
+                    std::cmp::Ordering::Less => {
+                        name_pending = false;
+                        if !put(METRIC_NAME, name.raw, out) {
+                            return false;
+                        }
+                    }
+                    std::cmp::Ordering::Equal => return false,
+                    std::cmp::Ordering::Greater => {}
+                }
+            }
+            let v = if n == respelt { floats.get(v, tmp) } else { v };
+            if !put(n, v, out) {
+                return false;
+            }
+        }
+        if name_pending && !put(METRIC_NAME, name.raw, out) {
+            return false;
+        }
+        out.extend(&target_enc[t_from..]);
+        #[cfg(test)]
+        {
+            self.direct += 1;
+        }
+        true
+    }
+
     /// Target labels win a clash: each clashing scraped label becomes exported_<name>
     /// (prefixed again while that is taken too), shortest names first, as Prometheus.
     fn rename_conflicts<'a>(&mut self, conflicts: &mut [LRef<'a>], out: &mut Vec<LRef<'a>>) {
@@ -375,6 +579,7 @@ impl Walker {
         let mut scratch_refs: Vec<LRef<'a>> = Vec::with_capacity(16);
         let mut refs: Vec<LRef<'a>> = Vec::with_capacity(24);
         let target = cfg.target_labels.as_slice();
+        self.encode_target(target);
         let scrape_ts = cfg.scrape_ts;
         let mut family = stream.family;
         loop {
@@ -454,17 +659,19 @@ impl Walker {
                 )?;
                 self.label_bytes.clear();
                 for l in &set {
-                    wire::put_label(&mut self.label_bytes, l.name.as_bytes(), l.value.as_bytes());
+                    self.label_bytes
+                        .put_label(l.name.as_bytes(), l.value.as_bytes());
                 }
-                let hash = xxh3_64(&self.label_bytes);
+                let labels = self.label_bytes.as_slice();
+                let hash = xxh3_64(labels);
                 cache.insert(
                     key,
                     Cached::Keep {
-                        labels: self.label_bytes.clone().into_boxed_slice(),
+                        labels: labels.into(),
                         hash,
                     },
                 );
-            } else {
+            } else if !self.encode_direct(s.name, parser.labels(), family, cfg) {
                 self.build_refs(
                     s.name,
                     parser.labels(),
@@ -489,17 +696,17 @@ impl Walker {
                 )?;
                 self.label_bytes.clear();
                 for r in &refs {
-                    wire::put_label(
-                        &mut self.label_bytes,
+                    self.label_bytes.put_label(
                         resolve(r.name, arena).as_bytes(),
                         resolve(r.value, arena).as_bytes(),
                     );
                 }
             }
             stats.post_relabel += 1;
-            let hash = xxh3_64(&self.label_bytes);
+            let labels = self.label_bytes.as_slice();
+            let hash = xxh3_64(labels);
             emit(Series {
-                labels: &self.label_bytes,
+                labels,
                 hash,
                 value,
                 timestamp,
@@ -900,9 +1107,18 @@ mod part_tests {
     }
 
     fn walk_whole(body: &[u8], format: Format, cfg: &WalkConfig<'_>) -> Outcome {
+        walk_whole_with(&mut Walker::default(), body, format, cfg)
+    }
+
+    fn walk_whole_with(
+        walker: &mut Walker,
+        body: &[u8],
+        format: Format,
+        cfg: &WalkConfig<'_>,
+    ) -> Outcome {
         let mut series = Vec::new();
         let mut stats = WalkStats::default();
-        let r = Walker::default().walk(
+        let r = walker.walk(
             body,
             format,
             cfg,
@@ -1038,6 +1254,15 @@ mod part_tests {
         small: bool,
     ) -> Outcome {
         let want = walk_whole(body, format, cfg);
+        let mut general = Walker {
+            general_only: true,
+            ..Walker::default()
+        };
+        assert_eq!(
+            walk_whole_with(&mut general, body, format, cfg),
+            want,
+            "{what}: the general path"
+        );
         let same = |how: &str, got: Outcome| {
             if want.is_invalid_utf8() {
                 // Found only when its part arrives, after earlier parts were walked.
@@ -1249,6 +1474,77 @@ mod part_tests {
         );
         assert_eq!(o.series.len(), 2);
         assert!(o.other_error.is_some_and(|e| e.contains("label_limit")));
+    }
+
+    #[test]
+    fn the_direct_path_encodes_as_the_general_path() {
+        // Target labels before `__name__` (upper case), between and after scraped ones,
+        // and some that clash with scraped names.
+        let targets = [
+            LabelSet::new(),
+            target_labels(),
+            LabelSet::from_pairs([("A", "1"), ("code", "t"), ("job", "j"), ("zz", "z")]),
+        ];
+        let mut histogram = b"# TYPE h histogram\n".to_vec();
+        // More distinct bounds than the memo has slots, twice, so slots are replaced.
+        for round in 0..2 {
+            for i in 0..150 {
+                let le = match i % 5 {
+                    0 => format!("{i}"),
+                    1 => format!("0.{i}"),
+                    2 => format!("{i}e3"),
+                    3 => format!("{i}.50"),
+                    _ => "+Inf".to_string(),
+                };
+                // `le` last, as client libraries write it: out of order in round 1.
+                let other = ["code", "method"][round];
+                let line = format!("h_bucket{{{other}=\"{round}\",le=\"{le}\"}} {i}\n");
+                histogram.extend_from_slice(line.as_bytes());
+            }
+        }
+        let many: String = (0..40)
+            .map(|i| format!("l{:02}=\"{i}\",", 39 - i))
+            .collect();
+        let many = format!("m{{{many}}} 1\nm{{{}}} 2\n", &many[..many.len() - 1]);
+        let bodies: [&[u8]; 7] = [
+            many.as_bytes(),
+            b"m{b=\"2\",a=\"1\"} 1\nn{a=\"1\",b=\"2\"} 2\no 3\n",
+            b"m{code=\"x\",job=\"y\",zz=\"w\"} 1\nm{A=\"q\",a=\"\"} 2\n",
+            b"m{a=\"x\\\"y\"} 1\n{\"esc\\\\name\",a=\"1\"} 2\nm{exported_code=\"e\",code=\"c\"} 3\n",
+            b"# TYPE s summary\ns{quantile=\"0.50\"} 1\ns{quantile=\"1\",x=\"\"} 2\n# TYPE g gauge\ng{le=\"1\"} 3\n",
+            b"m{__name__=\"n\"} 1\nm{_=\"1\",__a=\"2\",___=\"3\"} 4\n",
+            &histogram,
+        ];
+        let mut direct_total = 0;
+        for target in &targets {
+            for honor_labels in [false, true] {
+                for label_limit in [0, 4] {
+                    let cfg = WalkConfig {
+                        honor_labels,
+                        label_limit,
+                        ..configs(target, &[])[0]
+                    };
+                    for body in bodies {
+                        let mut direct = Walker::default();
+                        let got = walk_whole_with(&mut direct, body, Format::PromText, &cfg);
+                        let mut general = Walker {
+                            general_only: true,
+                            ..Walker::default()
+                        };
+                        let want = walk_whole_with(&mut general, body, Format::PromText, &cfg);
+                        assert_eq!(got, want, "{}", String::from_utf8_lossy(body));
+                        assert!(want.scraped > 0);
+                        direct_total += direct.direct;
+                        assert_eq!(general.direct, 0);
+                    }
+                }
+            }
+        }
+        // Most of the samples above fit the direct path (the histogram has 300 per configuration).
+        assert!(
+            direct_total > 2_000,
+            "direct path used {direct_total} times"
+        );
     }
 
     #[test]
