@@ -152,23 +152,46 @@ impl LabelBuf {
 }
 
 /// Appends one `WriteRequest.timeseries` entry: the pre-encoded labels (a run of
-/// [`put_label`] output, sorted by name) and one sample.
+/// [`put_label`] output, sorted by name) and one sample. The framing is assembled on the
+/// stack and appended in three copies, as this runs once per sample.
 #[inline]
 pub fn put_series(buf: &mut Vec<u8>, encoded_labels: &[u8], value: f64, timestamp_ms: i64) {
     let ts = timestamp_ms as u64;
-    let sample_len = 1 + 8 + if ts == 0 { 0 } else { 1 + varint_len(ts) };
-    let series_len = encoded_labels.len() + 1 + varint_len(sample_len as u64) + sample_len;
-    buf.push(TAG_TIMESERIES);
-    put_varint(buf, series_len as u64);
-    buf.extend_from_slice(encoded_labels);
-    buf.push(TAG_SAMPLE);
-    put_varint(buf, sample_len as u64);
-    buf.push(TAG_SAMPLE_VALUE);
-    buf.extend_from_slice(&value.to_bits().to_le_bytes());
+    // TAG_SAMPLE, length, TAG_SAMPLE_VALUE, 8 value bytes, TAG_SAMPLE_TS, a 10-byte
+    // varint at most: the length always fits one byte.
+    let mut sample = [0u8; 22];
+    sample[0] = TAG_SAMPLE;
+    sample[2] = TAG_SAMPLE_VALUE;
+    sample[3..11].copy_from_slice(&value.to_bits().to_le_bytes());
+    let mut n = 11;
+    // A zero timestamp is protobuf's default and is left out.
     if ts != 0 {
-        buf.push(TAG_SAMPLE_TS);
-        put_varint(buf, ts);
+        sample[11] = TAG_SAMPLE_TS;
+        n = 12 + write_varint(&mut sample[12..], ts);
     }
+    sample[1] = (n - 2) as u8;
+    let series_len = encoded_labels.len() + n;
+    let mut head = [0u8; 11];
+    head[0] = TAG_TIMESERIES;
+    let h = 1 + write_varint(&mut head[1..], series_len as u64);
+    buf.reserve(h + series_len);
+    buf.extend_from_slice(&head[..h]);
+    buf.extend_from_slice(encoded_labels);
+    buf.extend_from_slice(&sample[..n]);
+}
+
+/// Writes `v` as a varint at the start of `dst` (10 bytes suffice for any u64) and
+/// returns its length.
+#[inline]
+fn write_varint(dst: &mut [u8], mut v: u64) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        dst[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    dst[i] = v as u8;
+    i + 1
 }
 
 /// A malformed `WriteRequest`.
@@ -446,6 +469,9 @@ mod tests {
             let mut b = Vec::new();
             put_varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v), "{v}");
+            let mut fixed = [0u8; 10];
+            let n = write_varint(&mut fixed, v);
+            assert_eq!(&fixed[..n], &b[..], "{v}");
         }
     }
 }

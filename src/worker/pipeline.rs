@@ -121,15 +121,35 @@ struct LRef<'a> {
     value: Str<'a>,
 }
 
-/// Label name order. Names nearly always differ in their first byte, so that decides
-/// without a call into `memcmp` (a tenth of the walk's time when every comparison made
-/// one).
+/// Label name order (byte order). Names are short and often share a prefix
+/// (`grpc_code`, `grpc_method`), and a call into `memcmp` for each comparison was a
+/// twentieth of a scrape's CPU: this compares eight bytes at a time inline, as big-endian
+/// words so that integer order is byte order.
 #[inline]
 fn name_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.as_bytes().first(), b.as_bytes().first()) {
-        (Some(x), Some(y)) if x != y => x.cmp(y),
-        _ => a.cmp(b),
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let (Ok(x), Ok(y)) = (
+            <[u8; 8]>::try_from(&a[i..i + 8]),
+            <[u8; 8]>::try_from(&b[i..i + 8]),
+        ) else {
+            break;
+        };
+        let (x, y) = (u64::from_be_bytes(x), u64::from_be_bytes(y));
+        if x != y {
+            return x.cmp(&y);
+        }
+        i += 8;
     }
+    while i < n {
+        if a[i] != b[i] {
+            return a[i].cmp(&b[i]);
+        }
+        i += 1;
+    }
+    a.len().cmp(&b.len())
 }
 
 #[inline]
@@ -436,13 +456,11 @@ impl Walker {
         for &i in order.iter() {
             let l = &labels[usize::from(i)];
             let (n, v) = (l.name.raw, l.value.raw);
-            if l.name.escaped
-                || l.value.escaped
-                || v.is_empty()
-                || name_cmp(prev, n) != std::cmp::Ordering::Less
-            {
+            if l.name.escaped || l.value.escaped || v.is_empty() {
                 return false;
             }
+            // The parser rejects a repeated name, so the order is strict.
+            debug_assert!(name_cmp(prev, n) == std::cmp::Ordering::Less);
             prev = n;
             if name_pending {
                 match name_cmp(METRIC_NAME, n) {
@@ -851,6 +869,33 @@ mod tests {
 
     fn target() -> LabelSet {
         LabelSet::from_pairs([("instance", "h:1"), ("job", "j")])
+    }
+
+    #[test]
+    fn name_order_is_byte_order() {
+        let names = [
+            "",
+            "A",
+            "_",
+            "__name__",
+            "a",
+            "ab",
+            "grpc_code",
+            "grpc_method",
+            "grpc_method2",
+            "grpc_service",
+            "grpc_type",
+            "le",
+            "quantile",
+            "zzzzzzzzzzzzzzzzzz",
+            "zzzzzzzzzzzzzzzzzzz",
+            "é",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(name_cmp(a, b), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
     }
 
     #[test]
