@@ -62,8 +62,10 @@ use ureq::Agent;
 /// `User-Agent` sent with every scrape (Prometheus sends `Prometheus/<version>`).
 pub const USER_AGENT: &str = concat!("scrapewheel/", env!("CARGO_PKG_VERSION"));
 
-/// Number of ureq agents the client spreads targets over; see the module docs.
-const AGENT_SHARDS: usize = 256;
+/// Number of ureq agents the client spreads targets over; see the module docs. An agent
+/// is made when the first host hashing to it is scraped, so this many only at scale:
+/// 2,000 hosts use about 880 of them, two or three connections each.
+const AGENT_SHARDS: usize = 1024;
 
 /// Idle connections kept overall and per `host:port` across all shards. Prometheus
 /// (prometheus/common `http_config.go`) keeps up to 20000 idle connections, 1000 per
@@ -71,6 +73,9 @@ const AGENT_SHARDS: usize = 256;
 /// (its buffers are released while it is idle; see `conn`).
 const MAX_IDLE_CONNECTIONS: usize = 20_000;
 const MAX_IDLE_CONNECTIONS_PER_HOST: usize = 1_000;
+/// All of a host's connections share one agent, so its pool caps a host with many
+/// targets (a blackbox exporter probing for a whole job): at least this many stay idle.
+const MIN_IDLE_CONNECTIONS_PER_AGENT: usize = 80;
 const MAX_IDLE_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// Sizes of a connection's input and output buffers while it is in use (ureq's default
@@ -452,7 +457,9 @@ fn redact_url(url: &str) -> String {
 /// Cheap to share by reference (`Send + Sync`); it owns the idle connections, so keep
 /// one for the life of the process (dropping it closes them).
 pub struct HttpClient {
-    agents: Box<[Agent]>,
+    /// Made on first use, so a shard no host hashes to costs nothing.
+    agents: Box<[std::sync::OnceLock<Agent>]>,
+    config: ureq::config::Config,
     /// Bytes of I/O buffers the client's connections hold right now (see [`conn`]).
     held: conn::HeldBytes,
 }
@@ -497,7 +504,11 @@ impl HttpClient {
             .input_buffer_size(INPUT_BUFFER_SIZE)
             .output_buffer_size(OUTPUT_BUFFER_SIZE)
             .max_response_header_size(MAX_RESPONSE_HEADER_SIZE)
-            .max_idle_connections(MAX_IDLE_CONNECTIONS.div_ceil(shards))
+            .max_idle_connections(
+                MAX_IDLE_CONNECTIONS
+                    .div_ceil(shards)
+                    .max(MIN_IDLE_CONNECTIONS_PER_AGENT),
+            )
             .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS_PER_HOST)
             .max_idle_age(MAX_IDLE_AGE);
         if let Some(tls) = t.tls {
@@ -506,20 +517,11 @@ impl HttpClient {
         if let Some(p) = t.proxy {
             config = config.proxy(Some(p));
         }
-        let config = config.build();
-        let held = conn::HeldBytes::default();
-        let agents = (0..shards)
-            .map(|_| {
-                // ureq's default chain (CONNECT proxy, TCP, rustls) with our TCP transport,
-                // which releases its buffers while a connection is idle.
-                let connector =
-                    ().chain(ConnectProxyConnector::default())
-                        .chain(conn::TcpConnector { held: held.clone() })
-                        .chain(RustlsConnector::default());
-                Agent::with_parts(config.clone(), connector, conn::LiteralResolver::default())
-            })
-            .collect();
-        HttpClient { agents, held }
+        HttpClient {
+            agents: (0..shards).map(|_| std::sync::OnceLock::new()).collect(),
+            config: config.build(),
+            held: conn::HeldBytes::default(),
+        }
     }
 
     /// Bytes of I/O buffers held by this client's connections now: those of the
@@ -536,7 +538,21 @@ impl HttpClient {
         if let Some(a) = uri.authority() {
             a.as_str().hash(&mut h);
         }
-        &self.agents[(h.finish() % self.agents.len() as u64) as usize]
+        self.agents[(h.finish() % self.agents.len() as u64) as usize].get_or_init(|| {
+            // ureq's default chain (CONNECT proxy, TCP, rustls) with our TCP transport,
+            // which releases its buffers while a connection is idle.
+            let connector = ()
+                .chain(ConnectProxyConnector::default())
+                .chain(conn::TcpConnector {
+                    held: self.held.clone(),
+                })
+                .chain(RustlsConnector::default());
+            Agent::with_parts(
+                self.config.clone(),
+                connector,
+                conn::LiteralResolver::default(),
+            )
+        })
     }
 
     /// Performs the GET, writing the decompressed body into `body` (cleared first,
