@@ -50,12 +50,10 @@ const TAG_SAMPLE_VALUE: u8 = 0x09; // Sample.value, fixed64
 const TAG_SAMPLE_TS: u8 = 0x10; // Sample.timestamp, varint
 
 #[inline]
-pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
+pub fn put_varint(buf: &mut Vec<u8>, v: u64) {
+    let mut b = [0u8; 10];
+    let n = write_varint(&mut b, v);
+    buf.extend_from_slice(&b[..n]);
 }
 
 #[inline]

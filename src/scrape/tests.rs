@@ -334,6 +334,23 @@ fn plain_200_returns_body_and_content_type() {
 }
 
 #[test]
+fn an_agent_is_made_only_for_a_host_that_is_scraped() {
+    let server = ok_server(METRICS);
+    let client = HttpClient::new();
+    let made = |c: &HttpClient| c.agents.iter().filter(|a| a.get().is_some()).count();
+    assert_eq!(made(&client), 0);
+    let mut body = Vec::new();
+    for path in ["/metrics", "/other", "/metrics"] {
+        client
+            .fetch(&req(server.url(path)), &mut body)
+            .expect("fetch");
+    }
+    // One host, one agent, whatever the path.
+    assert_eq!(made(&client), 1);
+    assert_eq!(client.agents.len(), AGENT_SHARDS);
+}
+
+#[test]
 fn missing_content_type_is_none_and_empty_body_is_ok() {
     let server = TestServer::start(|_, s, _| {
         respond(s, "200 OK", &[], b"");
