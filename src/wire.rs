@@ -62,32 +62,49 @@ pub fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// The framing of one encoded `Label` (with its TimeSeries field tag) when all its
+/// lengths fit one byte, as nearly every label's do: the 4 bytes before its name (tag,
+/// message length, name tag, name length) and the 2 between name and value (value tag,
+/// value length).
+#[inline]
+fn short_label_framing(name_len: usize, value_len: usize) -> Option<([u8; 4], [u8; 2])> {
+    let inner = name_len + value_len + 4;
+    (inner < 128 && name_len < 128 && value_len < 128).then_some((
+        [TAG_LABEL, inner as u8, TAG_NAME, name_len as u8],
+        [TAG_VALUE, value_len as u8],
+    ))
+}
+
+/// The same framing for any lengths, each part with its length.
+fn label_framing(name_len: usize, value_len: usize) -> ([u8; 22], usize, [u8; 11], usize) {
+    let (n, v) = (name_len as u64, value_len as u64);
+    let inner = 1 + varint_len(n) + name_len + 1 + varint_len(v) + value_len;
+    let mut head = [0u8; 22];
+    head[0] = TAG_LABEL;
+    let mut h = 1 + write_varint(&mut head[1..], inner as u64);
+    head[h] = TAG_NAME;
+    h += 1;
+    h += write_varint(&mut head[h..], n);
+    let mut mid = [0u8; 11];
+    mid[0] = TAG_VALUE;
+    let m = 1 + write_varint(&mut mid[1..], v);
+    (head, h, mid, m)
+}
+
 /// Appends one encoded `Label` (with its TimeSeries field tag) to `buf`.
 #[inline]
 pub fn put_label(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    // Nearly every label fits single-byte lengths: write its 5 framing bytes at once.
-    let inner_short = name.len() + value.len() + 4;
-    if inner_short < 128 && name.len() < 128 && value.len() < 128 {
-        buf.reserve(inner_short + 2);
-        buf.extend_from_slice(&[TAG_LABEL, inner_short as u8, TAG_NAME, name.len() as u8]);
+    buf.reserve(name.len() + value.len() + 6);
+    if let Some((head, mid)) = short_label_framing(name.len(), value.len()) {
+        buf.extend_from_slice(&head);
         buf.extend_from_slice(name);
-        buf.extend_from_slice(&[TAG_VALUE, value.len() as u8]);
-        buf.extend_from_slice(value);
-        return;
+        buf.extend_from_slice(&mid);
+    } else {
+        let (head, h, mid, m) = label_framing(name.len(), value.len());
+        buf.extend_from_slice(&head[..h]);
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(&mid[..m]);
     }
-    let inner = 1
-        + varint_len(name.len() as u64)
-        + name.len()
-        + 1
-        + varint_len(value.len() as u64)
-        + value.len();
-    buf.push(TAG_LABEL);
-    put_varint(buf, inner as u64);
-    buf.push(TAG_NAME);
-    put_varint(buf, name.len() as u64);
-    buf.extend_from_slice(name);
-    buf.push(TAG_VALUE);
-    put_varint(buf, value.len() as u64);
     buf.extend_from_slice(value);
 }
 
@@ -131,21 +148,22 @@ impl LabelBuf {
     #[inline]
     pub fn put_label(&mut self, name: &[u8], value: &[u8]) {
         let (n, v) = (name.len(), value.len());
-        let inner = n + v + 4;
-        if inner >= 128 || n >= 128 || v >= 128 {
-            let mut long = Vec::with_capacity(inner + 8);
-            put_label(&mut long, name, value);
-            self.extend(&long);
-            return;
+        if let Some((head, mid)) = short_label_framing(n, v) {
+            let dst = self.take(n + v + 6);
+            let (head_dst, rest) = dst.split_at_mut(4);
+            head_dst.copy_from_slice(&head);
+            let (name_dst, rest) = rest.split_at_mut(n);
+            name_dst.copy_from_slice(name);
+            let (mid_dst, value_dst) = rest.split_at_mut(2);
+            mid_dst.copy_from_slice(&mid);
+            value_dst.copy_from_slice(value);
+        } else {
+            let (head, h, mid, m) = label_framing(n, v);
+            self.extend(&head[..h]);
+            self.extend(name);
+            self.extend(&mid[..m]);
+            self.extend(value);
         }
-        let dst = self.take(inner + 2);
-        let (head, rest) = dst.split_at_mut(4);
-        head.copy_from_slice(&[TAG_LABEL, inner as u8, TAG_NAME, n as u8]);
-        let (name_dst, rest) = rest.split_at_mut(n);
-        name_dst.copy_from_slice(name);
-        let (mid, value_dst) = rest.split_at_mut(2);
-        mid.copy_from_slice(&[TAG_VALUE, v as u8]);
-        value_dst.copy_from_slice(value);
     }
 }
 

@@ -348,6 +348,8 @@ fn an_agent_is_made_only_for_a_host_that_is_scraped() {
     // One host, one agent, whatever the path.
     assert_eq!(made(&client), 1);
     assert_eq!(client.agents.len(), AGENT_SHARDS);
+    // That agent's pool still keeps the idle connections of a host with many targets.
+    assert!(client.config.max_idle_connections() >= MIN_IDLE_CONNECTIONS_PER_AGENT);
 }
 
 #[test]
