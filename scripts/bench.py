@@ -5,7 +5,9 @@ For each scale (targets × series) it starts an nginx farm of loopback targets
 (scripts/nginx_farm.py: realistic exporter bodies, plain or gzip), then runs each agent in
 turn against it with equivalent configs generated from one description (same job,
 targets, scrape_interval and scrape_timeout; remote write to a null sink), each with a
-fresh null remote-write sink (examples/null_sink.rs) and its own temp dir. After a
+fresh null remote-write sink (examples/null_sink.rs) and its own temp dir (the farm's
+bodies and access log go on /dev/shm, so the host's page reclaim cannot stall nginx on
+the disk; the agents' data dirs stay on disk, as in production). After a
 warm-up it measures a window, sampling /proc/<pid>/stat once a second, and reports per
 agent:
 
@@ -242,6 +244,27 @@ class Sink:
 
     def close(self):
         stop(self.proc, timeout=10)
+
+
+def memory_dir(parent):
+    """A fresh directory for the farm on a memory file system, or None when `parent` is
+    empty or not one. The farm is the instrument: its bodies and access log must not sit
+    in the page cache, where the host's reclaim (this kind of VM runs DAMON pageout, which
+    evicts pages touched only every scrape interval) would make nginx wait for the disk
+    and bunch the arrivals it logs, whichever agent is scraping."""
+    if not parent or not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        return None
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split() for line in f]
+    except OSError:
+        return None
+    real = os.path.realpath(parent)
+    best = max((m for m in mounts if len(m) > 2 and (real + "/").startswith(m[1].rstrip("/") + "/")),
+               key=lambda m: len(m[1]), default=None)
+    if best is None or best[2] not in ("tmpfs", "ramfs"):
+        return None
+    return tempfile.mkdtemp(prefix="sw-farm-", dir=parent)
 
 
 def jitter_and_missed(per_target, since, until, interval):
@@ -496,6 +519,9 @@ def main(argv=None):
     ap.add_argument("--sink", help="null_sink binary (default: build it)")
     ap.add_argument("--json", help="write the JSON report here")
     ap.add_argument("--markdown", help="write the Markdown table here")
+    ap.add_argument("--farm-dir", default="/dev/shm",
+                    help="memory file system for the farm's bodies and log (default /dev/shm; '' or a disk: "
+                         "beside the agents)")
     ap.add_argument("--keep", action="store_true", help="keep temp dirs (configs, logs, data)")
     ap.add_argument("--selftest", action="store_true", help="tiny run (5 × 50 at 1 s, scrapewheel) with sanity checks")
     args = ap.parse_args(argv)
@@ -544,10 +570,11 @@ def measure(args, agents, scales, interval_s):
     binaries = {"scrapewheel": os.path.abspath(args.binary or built[0]),
                 "sink": os.path.abspath(args.sink or built[1])}
     base = tempfile.mkdtemp(prefix="sw-bench-")
+    farm_base = memory_dir(args.farm_dir) or base
     runs = []
     try:
         for targets, series in scales:
-            with NginxFarm(targets, series, args.gzip, workdir=os.path.join(base, f"farm-{targets}x{series}"),
+            with NginxFarm(targets, series, args.gzip, workdir=os.path.join(farm_base, f"farm-{targets}x{series}"),
                            keep=args.keep) as farm:
                 for name in agents:
                     if name != "scrapewheel" and shutil.which(name) is None:
@@ -564,10 +591,11 @@ def measure(args, agents, scales, interval_s):
                     print("#   " + json.dumps(runs[-1]), file=sys.stderr, flush=True)
     finally:
         cleanup()
-        if not args.keep:
-            shutil.rmtree(base, ignore_errors=True)
-        else:
-            print(f"# kept {base}", file=sys.stderr)
+        for d in {base, farm_base}:
+            if not args.keep:
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                print(f"# kept {d}", file=sys.stderr)
     add_ratios(runs)
     return runs
 

@@ -19,7 +19,7 @@
 //! its stripe, so shippers can send stripes in parallel and each in order) and fsyncs
 //! once.
 //! It runs at the agent's own priority, not the shippers' lower one: workers wait on the
-//! stripe locks it takes ([`crate::background`]). It also flushes early when the memory
+//! stripe locks it takes ([`crate::priority`]). It also flushes early when the memory
 //! budget finds the buffer over its share ([`AppendBuffer::request_flush`]).
 //! On stop it flushes whatever is left and fsyncs: that is the drain promise. A spool
 //! error is logged and counted; the data of that flush is lost and the spool is poisoned,

@@ -7,7 +7,6 @@
 
 pub mod agent;
 pub mod append;
-pub mod background;
 pub mod budget;
 pub mod config;
 pub mod coordinator;
@@ -19,6 +18,7 @@ pub mod log;
 pub mod metrics;
 pub mod parse;
 pub mod pool;
+pub mod priority;
 pub mod queue;
 pub mod relabel;
 pub mod remote_write;

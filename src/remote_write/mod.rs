@@ -66,7 +66,7 @@
 //!
 //! # Priority
 //!
-//! The dispatcher and shard threads run at nice +5 ([`crate::background`]),
+//! The dispatcher and shard threads run at nice +5 ([`crate::priority`]),
 //! the scrape path at the nice value the agent was started with. Catching up on a full
 //! spool after a restart or an outage takes seconds of CPU; at a lower priority it yields
 //! to the workers, so the first scrapes after a restart stay on their phase on a busy

@@ -234,7 +234,7 @@ impl Dispatcher {
 
     /// The dispatcher loop: returns when a drain finished or the manager aborted.
     pub fn run(mut self, ctl: crossbeam_channel::Receiver<Command>) {
-        crate::background::lower_priority();
+        crate::priority::lower();
         if let Err(e) = self.set_shards(self.min) {
             crate::error!(
                 "remote write cannot start its sender threads; nothing is sent to this receiver",

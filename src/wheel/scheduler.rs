@@ -118,7 +118,10 @@ impl<J: Send + Sync + 'static> Scheduler<J> {
         let thread = std::thread::Builder::new().name("sw-wheel".into()).spawn({
             let shared = Arc::clone(&shared);
             let doorbell = Arc::clone(&doorbell);
-            move || run(&shared, &doorbell, dispatch)
+            move || {
+                crate::priority::scrape_path();
+                run(&shared, &doorbell, dispatch)
+            }
         })?;
         Ok(Self {
             shared,

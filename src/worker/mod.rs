@@ -215,7 +215,10 @@ impl WorkerPool {
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("sw-worker-{i}"))
-                    .spawn(move || run(i, rx, ctx))?,
+                    .spawn(move || {
+                        crate::priority::scrape_path();
+                        run(i, rx, ctx)
+                    })?,
             );
         }
         Ok(Self { handles })
