@@ -22,6 +22,9 @@ agent:
   missed                slots without a scrape: per target, gaps of k intervals count k-1,
                         plus whole intervals at the window's edges with no request
   ratios                the agent's figure over vmagent's at the same scale
+  host steal %          share of the machine's CPU time in the window that the hypervisor
+                        gave to others (/proc/stat); on a shared VM, read every figure
+                        of a row with a high one as disturbed
 
 Everything runs on loopback, stops by itself, and every process it starts (nginx, the
 sinks, the agents; each in its own process group) is stopped on exit, including on
@@ -140,6 +143,21 @@ def metric_sum(text, name):
 def loadavg():
     with open("/proc/loadavg") as f:
         return [float(x) for x in f.read().split()[:3]]
+
+
+def cpu_times():
+    """The machine's aggregate CPU times from /proc/stat: (steal, total), in ticks."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_pct(before, after):
+    """Share of the window the hypervisor ran something else on this VM's CPUs, in %:
+    when it is not near 0, every agent's jitter and CPU suffer alike."""
+    total = after[1] - before[1]
+    return round(100.0 * (after[0] - before[0]) / total, 1) if total > 0 else None
 
 
 def machine():
@@ -341,6 +359,7 @@ def run_agent(name, farm, args, interval_s, binaries, base):
             time.sleep(0.2)
         t0 = time.time()
         cpu0 = proc_stat(proc.pid)[0]
+        host0 = cpu_times()
         sink0 = sink.stats()
         self0 = http_get(metrics_url)
         rss, threads = [], []
@@ -357,6 +376,7 @@ def run_agent(name, farm, args, interval_s, binaries, base):
             threads.append(th)
             if t1 - t0 >= args.window:
                 break
+        host1 = cpu_times()
         sink1 = sink.stats()
         self1 = http_get(metrics_url)
         load_after = loadavg()
@@ -404,6 +424,7 @@ def run_agent(name, farm, args, interval_s, binaries, base):
         "new_connection_share": round(new_conns / requests, 3) if requests else None,
         "farm_errors": len(farm_errors),
         "farm_first_error": farm_errors[0] if farm_errors else None,
+        "host_steal_pct": steal_pct(host0, host1),
         "loadavg_before": load_before,
         "loadavg_after": load_after,
     })
@@ -464,12 +485,12 @@ def fmt(v, nd=2):
 def markdown(runs):
     head = ("| targets × series | agent | CPU s / M samples | steady RSS MiB | peak RSS MiB | threads "
             "| samples/s at sink | jitter p50 / p99 / max ms | missed | CPU ÷ vmagent | RSS ÷ vmagent "
-            "| load avg |\n|" + " --- |" * 12)
+            "| load avg | host steal % |\n|" + " --- |" * 13)
     rows = [head]
     for r in runs:
         scale = f"{r['targets']:,} × {r['series']:,}" + (" gzip" if r["gzip"] else "")
         if "error" in r:
-            rows.append(f"| {scale} | {r['agent']} | failed: {r['error'].splitlines()[0]} |" + " |" * 9)
+            rows.append(f"| {scale} | {r['agent']} | failed: {r['error'].splitlines()[0]} |" + " |" * 10)
             continue
         agent = r["agent"] + (f" (nginx errors: {r['farm_errors']})" if r.get("farm_errors") else "")
         sink = r["sink_samples_per_s"]
@@ -480,7 +501,7 @@ def markdown(runs):
             f"| {fmt(r['peak_rss_mib'], 1)} | {th[0] if th[0] == th[1] else f'{th[0]}–{th[1]}'} "
             f"| {fmt(sink) if not isinstance(sink, str) else sink} | {jit} | {r['missed_scrapes']} "
             f"| {fmt(r.get('cpu_vs_vmagent'), 2)} | {fmt(r.get('steady_rss_vs_vmagent'), 2)} "
-            f"| {r['loadavg_before'][0]:.1f}–{r['loadavg_after'][0]:.1f} |")
+            f"| {r['loadavg_before'][0]:.1f}–{r['loadavg_after'][0]:.1f} | {fmt(r.get('host_steal_pct'), 1)} |")
     return "\n".join(rows) + "\n"
 
 
@@ -631,6 +652,7 @@ def selftest(args):
             ("sink rate known or remote write not merged",
              r["sink_samples_per_s"] == NOT_MERGED or r["sink_samples_per_s"] > 0),
             ("agent exited 0 on SIGTERM", r["exit_code"] == 0),
+            ("host steal measured", r["host_steal_pct"] is not None and 0 <= r["host_steal_pct"] <= 100),
         ]
         problems = [f"{what}: {json.dumps(r)}" for what, ok in checks if not ok]
     for p in problems:
