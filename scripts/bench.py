@@ -338,6 +338,18 @@ def check_jitter_and_missed():
     assert r["extra_scrapes"] == 1 and r["missed_scrapes"] == 1, r
 
 
+def check_steal_and_memory_dir():
+    """steal_pct's arithmetic and memory_dir's choice of file system; run by --selftest."""
+    assert steal_pct((10, 1000), (30, 1200)) == 10.0
+    assert steal_pct((10, 1000), (10, 1000)) is None
+    assert memory_dir("") is None
+    assert memory_dir(ROOT) is None or os.path.realpath(ROOT).startswith("/dev/shm"), "the checkout is on disk"
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        d = memory_dir("/dev/shm")
+        assert d is not None and d.startswith("/dev/shm/sw-farm-"), d
+        os.rmdir(d)
+
+
 def run_agent(name, farm, args, interval_s, binaries, base):
     workdir = tempfile.mkdtemp(prefix=f"{name}-", dir=base)
     sink = Sink(binaries["sink"], workdir)
@@ -630,6 +642,7 @@ def selftest(args):
         print("bench selftest: skipped, nginx is not installed (Debian package nginx)", file=sys.stderr)
         return 0
     check_jitter_and_missed()
+    check_steal_and_memory_dir()
     args.interval, args.timeout, args.warmup, args.window = "1s", None, 3.5, 8
     if args.profile == "release" and not args.binary:
         args.profile = "dev"

@@ -569,3 +569,66 @@ fn sigint_and_the_quit_endpoint_drain_like_sigterm() {
         );
     }
 }
+
+/// `sched_getattr` of thread `tid`: (nice, requested slice in ns). The kernel's struct
+/// sched_attr (SCHED_ATTR_SIZE_VER1) as plain words: size, policy, flags (u64), nice,
+/// priority, runtime (u64), deadline, period, util_min/max.
+fn sched_attr(tid: i32) -> Option<(i32, u64)> {
+    let mut attr = [0u64; 7];
+    // SAFETY: the kernel writes at most 56 bytes (the size passed) into the live array.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getattr,
+            tid,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as libc::c_uint,
+            0,
+        )
+    };
+    (r == 0).then(|| ((attr[2] & 0xffff_ffff) as u32 as i32, attr[3]))
+}
+
+#[test]
+fn the_wheel_and_workers_run_with_the_short_slice_and_the_agents_nice_value() {
+    let has_custom_slices = {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut v = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 12)
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = Target::start(Reply::text("up_metric 1\n"));
+    let mut agent = Agent::start(dir.path(), &config(&[&t.addr], ""));
+    wait_for("a scrape", Duration::from_secs(15), || t.hits() >= 1);
+    let pid = agent.pid();
+    let (main_nice, _) = sched_attr(pid).expect("sched_getattr of the main thread");
+    let mut seen = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let task = task.expect("task entry");
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let name = comm.trim().to_string();
+        let Some((nice, slice)) = sched_attr(tid) else {
+            continue; // the thread ended meanwhile
+        };
+        let scrape_path = name == "sw-wheel" || name.starts_with("sw-worker-");
+        if scrape_path {
+            assert_eq!(nice, main_nice, "{name} keeps the agent's nice value");
+        }
+        if has_custom_slices {
+            assert_eq!(
+                slice == 100_000,
+                scrape_path,
+                "{name}: slice {slice} ns (only the wheel and the workers ask for 100 µs)"
+            );
+        }
+        seen.push(name);
+    }
+    assert!(seen.iter().any(|n| n == "sw-wheel"), "{seen:?}");
+    assert!(seen.iter().any(|n| n.starts_with("sw-worker-")), "{seen:?}");
+    assert!(seen.iter().any(|n| n == "sw-coordinator"), "{seen:?}");
+    assert_eq!(agent.terminate(), 0, "stderr: {}", agent.stderr());
+}
