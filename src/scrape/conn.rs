@@ -1,6 +1,11 @@
-//! The TCP connections under every scrape agent: a ureq `Connector` and `Transport`
-//! (ureq's `unversioned` transport API) that behave like ureq's own `TcpConnector`, except
-//! that a connection holds its I/O buffers only while it is in use.
+//! The TCP connections under every scrape agent and every remote-write sender: a ureq
+//! `Connector` and `Transport` (ureq's `unversioned` transport API) that behave like
+//! ureq's own `TcpConnector`, except that a connection holds its I/O buffers only while it
+//! is in use, and that a request costs as few system calls as it can: a request's head
+//! leaves with its body in one `writev` (or alone just before the response is read), the
+//! socket timeouts are set in whole steps so they rarely change ([`TIMEOUT_STEP`]), and a
+//! pooled connection is probed with one `recv`. A scrape makes five system calls (wait
+//! for the slot, probe, `writev`, `recvfrom`, probe) where ureq's transport made ten.
 //!
 //! Why: ureq's transports allocate an input and an output buffer per connection on first
 //! use and keep both until the connection is dropped, so every idle keep-alive connection
@@ -20,7 +25,8 @@
 //! [`LiteralResolver`] keeps ureq from spawning a thread per request to resolve an IP
 //! address.
 //!
-//! Starts no threads; a blocking call is bounded by the `NextTimeout` ureq passes in.
+//! Starts no threads; a blocking call ends by the deadline of the `NextTimeout` ureq
+//! passes in, never before it.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -39,12 +45,32 @@ use ureq::Timeout;
 /// deadline still makes a real attempt (ureq uses the same floor).
 const MIN_PER_ADDRESS: Duration = Duration::from_millis(10);
 
+/// Socket timeouts are set in whole steps, rounded down. The timeout ureq passes is what is
+/// left of the scrape's, different on every call, and setting it on the socket is a system
+/// call; rounded down it is the same from one call, and one scrape, to the next, so the
+/// call is skipped. A read or write that times out before the real deadline goes on with
+/// what is left, so the deadline is neither overshot nor cut short.
+const TIMEOUT_STEP: Duration = Duration::from_millis(250);
+
+/// `t` rounded down to a whole number of [`TIMEOUT_STEP`]s; at most one step is kept
+/// exact, so the result is never zero when `t` is not.
+fn stepped(t: Duration) -> Duration {
+    if t <= TIMEOUT_STEP {
+        return t;
+    }
+    let step = TIMEOUT_STEP.as_nanos();
+    let over = u64::try_from(t.as_nanos() % step).unwrap_or(0);
+    t - Duration::from_nanos(over)
+}
+
 /// Bytes of connection buffers currently allocated by all connections of one client.
 pub(super) type HeldBytes = Arc<AtomicUsize>;
 
 /// Opens plain TCP connections whose buffers are released while idle; passes an already
-/// made transport (a CONNECT proxy tunnel) through untouched.
-pub(super) struct TcpConnector {
+/// made transport (a CONNECT proxy tunnel) through untouched. The default counts its
+/// buffers in a counter of its own (the remote-write sender's, which nothing reads).
+#[derive(Default)]
+pub(crate) struct TcpConnector {
     pub(super) held: HeldBytes,
 }
 
@@ -82,6 +108,7 @@ impl<In: Transport> Connector<In> for TcpConnector {
             ),
             read_timeout: None,
             write_timeout: None,
+            head: Vec::new(),
         })))
     }
 }
@@ -126,14 +153,24 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// One TCP connection; see the module docs for its buffers.
-pub(super) struct TcpTransport {
+pub(crate) struct TcpTransport {
     /// Shared with the weak shutdown handle registered with the agent.
     stream: Arc<TcpStream>,
     buffers: IdleFreeBuffers,
-    /// The socket timeouts last set, to skip a syscall when unchanged.
+    /// The socket timeouts in force (stepped), to skip a syscall when unchanged.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// A request head not sent yet: it goes out with the body in one write, or alone just
+    /// before the response is awaited (see [`HEAD_MAX`]).
+    head: Vec<u8>,
 }
+
+/// Pieces of output up to this size are held back until the next piece or the first
+/// read. A request head and its body then leave in one `writev`, one segment: sent apart,
+/// the body's segment arrives while the receiver is already awake reading the head, and
+/// both sides pay for it (two wake-ups, contention on the receiver's socket lock; with a
+/// loopback receiver that was most of the remote-write sender's kernel time).
+const HEAD_MAX: usize = 4096;
 
 impl fmt::Debug for TcpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -157,6 +194,66 @@ fn set_timeout(
     Ok(())
 }
 
+/// Writes both pieces, in order, with as few `writev` calls as the socket allows.
+fn write_all(
+    stream: &TcpStream,
+    in_force: &mut Option<Duration>,
+    deadline: &Deadline,
+    reason: Timeout,
+    pieces: [&[u8]; 2],
+) -> Result<(), ureq::Error> {
+    let mut slices = pieces.map(io::IoSlice::new);
+    let mut left: &mut [io::IoSlice<'_>] = &mut slices;
+    io::IoSlice::advance_slices(&mut left, 0);
+    while left.iter().any(|s| !s.is_empty()) {
+        set_timeout(
+            stream,
+            in_force,
+            deadline.socket_timeout(),
+            TcpStream::set_write_timeout,
+        )?;
+        match (&*stream).write_vectored(left) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut left, n),
+            Err(e) if deadline.goes_on(&e) => {}
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
+                return Err(ureq::Error::Timeout(reason))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The end of one blocking call's time, as ureq gave it (`None`: no limit).
+struct Deadline(Option<Instant>);
+
+impl Deadline {
+    fn new(after: Option<Duration>) -> Self {
+        Deadline(after.map(|t| Instant::now() + t))
+    }
+
+    /// What to set on the socket now: the time left, stepped.
+    fn socket_timeout(&self) -> Option<Duration> {
+        self.0.map(|end| {
+            let left = end.saturating_duration_since(Instant::now());
+            // Zero would mean "no timeout" to the socket; a nanosecond times out at once.
+            stepped(left).max(Duration::from_nanos(1))
+        })
+    }
+
+    /// Whether a call that failed with `e` should be made again: it was interrupted by a
+    /// signal, or its stepped timeout ran out before the deadline.
+    fn goes_on(&self, e: &io::Error) -> bool {
+        let early = |end: Instant| Instant::now() < end;
+        match e.kind() {
+            io::ErrorKind::Interrupted => self.0.is_none_or(early),
+            _ if is_timeout(e) => self.0.is_some_and(early),
+            _ => false,
+        }
+    }
+}
+
 impl Transport for TcpTransport {
     fn buffers(&mut self) -> &mut dyn Buffers {
         &mut self.buffers
@@ -167,23 +264,27 @@ impl Transport for TcpTransport {
         if timeout.after.is_zero() {
             return Err(ureq::Error::Timeout(timeout.reason));
         }
-        let wanted = timeout.not_zero().map(|t| *t);
-        set_timeout(
-            &self.stream,
-            &mut self.write_timeout,
-            wanted,
-            TcpStream::set_write_timeout,
-        )?;
         let output = self.buffers.output();
-        let result = (&*self.stream).write_all(&output[..amount.min(output.len())]);
+        let piece = &output[..amount.min(output.len())];
+        let result = if self.head.is_empty() && piece.len() <= HEAD_MAX {
+            self.head.extend_from_slice(piece);
+            Ok(())
+        } else {
+            let deadline = Deadline::new(timeout.not_zero().map(|t| *t));
+            let sent = write_all(
+                &self.stream,
+                &mut self.write_timeout,
+                &deadline,
+                timeout.reason,
+                [&self.head, piece],
+            );
+            self.head.clear();
+            sent
+        };
         // ureq writes each piece of the request from the buffer's start: nothing in it is
-        // needed once it is sent.
+        // needed once it is sent (or copied).
         self.buffers.release_output();
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(timeout.reason)),
-            Err(e) => Err(e.into()),
-        }
+        result
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
@@ -191,33 +292,33 @@ impl Transport for TcpTransport {
         if timeout.after.is_zero() {
             return Err(ureq::Error::Timeout(timeout.reason));
         }
-        let wanted = timeout.not_zero().map(|t| *t);
-        set_timeout(
-            &self.stream,
-            &mut self.read_timeout,
-            wanted,
-            TcpStream::set_read_timeout,
-        )?;
-        let started = Instant::now();
-        let input = self.buffers.input_append_buf();
+        let deadline = Deadline::new(timeout.not_zero().map(|t| *t));
+        if !self.head.is_empty() {
+            let sent = write_all(
+                &self.stream,
+                &mut self.write_timeout,
+                &deadline,
+                timeout.reason,
+                [&self.head, &[]],
+            );
+            self.head.clear();
+            sent?;
+        }
         let amount = loop {
+            set_timeout(
+                &self.stream,
+                &mut self.read_timeout,
+                deadline.socket_timeout(),
+                TcpStream::set_read_timeout,
+            )?;
+            let input = self.buffers.input_append_buf();
             match (&*self.stream).read(input) {
-                // Linux does not restart a socket read with SO_RCVTIMEO after a signal;
-                // retry within what is left of the timeout.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    let Some(limit) = wanted else {
-                        return Err(e.into());
-                    };
-                    let left = limit.saturating_sub(started.elapsed());
-                    if left.is_zero() {
-                        return Err(ureq::Error::Timeout(timeout.reason));
-                    }
-                    self.stream.set_read_timeout(Some(left))?;
-                    self.read_timeout = Some(left);
-                }
+                Ok(n) => break n,
+                // A stepped timeout that ran out early, or a signal (Linux does not restart
+                // a socket read with SO_RCVTIMEO after one): go on with what is left.
+                Err(e) if deadline.goes_on(&e) => {}
                 Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
                 Err(e) => return Err(e.into()),
-                Ok(n) => break n,
             }
         };
         self.buffers.input_appended(amount);
@@ -230,6 +331,8 @@ impl Transport for TcpTransport {
     fn is_open(&mut self) -> bool {
         let open = probe(&self.stream);
         self.buffers.release_idle();
+        // Empty between requests; its allocation is not worth keeping while idle.
+        self.head = Vec::new();
         open
     }
 }
@@ -483,7 +586,143 @@ impl Resolver for LiteralResolver {
 
 #[cfg(test)]
 mod tests {
-    use super::{probe, spare};
+    use super::{probe, spare, stepped, Deadline, IdleFreeBuffers, TcpTransport, TIMEOUT_STEP};
+    use std::sync::Arc;
+    use ureq::unversioned::transport::{Buffers, NextTimeout, Transport};
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn socket_timeouts_are_whole_steps_rounded_down_and_never_zero() {
+        assert_eq!(TIMEOUT_STEP, ms(250));
+        assert_eq!(stepped(ms(9_990)), ms(9_750));
+        assert_eq!(stepped(ms(10_000)), ms(10_000));
+        assert_eq!(stepped(ms(600)), ms(500));
+        // The last step is kept exact: rounding it down would make it zero.
+        assert_eq!(stepped(ms(240)), ms(240));
+        assert_eq!(stepped(Duration::from_nanos(1)), Duration::from_nanos(1));
+        let past = Deadline(Some(Instant::now() - ms(1)));
+        assert_eq!(past.socket_timeout(), Some(Duration::from_nanos(1)));
+        assert_eq!(Deadline(None).socket_timeout(), None);
+    }
+
+    #[test]
+    fn a_call_goes_on_after_an_early_timeout_or_a_signal_and_not_past_its_deadline() {
+        let timed_out = std::io::Error::from(std::io::ErrorKind::WouldBlock);
+        let signal = std::io::Error::from(std::io::ErrorKind::Interrupted);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let ahead = Deadline(Some(Instant::now() + ms(60_000)));
+        let past = Deadline(Some(Instant::now() - ms(1)));
+        assert!(ahead.goes_on(&timed_out) && ahead.goes_on(&signal));
+        assert!(!past.goes_on(&timed_out) && !past.goes_on(&signal));
+        assert!(!ahead.goes_on(&reset));
+        // Without a deadline a socket never times out; a signal is simply retried.
+        assert!(Deadline(None).goes_on(&signal) && !Deadline(None).goes_on(&timed_out));
+    }
+
+    fn transport(stream: TcpStream) -> TcpTransport {
+        TcpTransport {
+            stream: Arc::new(stream),
+            buffers: IdleFreeBuffers::new(16384, 16384, Arc::default()),
+            read_timeout: None,
+            write_timeout: None,
+            head: Vec::new(),
+        }
+    }
+
+    fn budget(after: Duration) -> NextTimeout {
+        NextTimeout {
+            after: after.into(),
+            reason: ureq::Timeout::Global,
+            per_read: None,
+            per_write: None,
+        }
+    }
+
+    #[test]
+    fn the_socket_timeout_stays_put_from_call_to_call() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut t =
+            transport(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
+        let (mut peer, _) = listener.accept().expect("accept");
+        peer.write_all(b"ab").expect("write");
+        assert!(t.await_input(budget(ms(9_990))).expect("read"));
+        assert_eq!(t.read_timeout, Some(ms(9_750)));
+        t.buffers.input_consume(t.buffers.input().len());
+        peer.write_all(b"cd").expect("write");
+        // Less time left on the next call: the same step, so nothing to set.
+        assert!(t.await_input(budget(ms(9_980))).expect("read"));
+        assert_eq!(t.read_timeout, Some(ms(9_750)));
+        send(&mut t, &[b'x'; 8000], ms(9_900));
+        assert_eq!(t.write_timeout, Some(ms(9_750)));
+        // The kernel keeps it in its own ticks: what it reads back is within one of them.
+        let kept = t.stream.read_timeout().expect("getsockopt").expect("set");
+        assert!(kept.abs_diff(ms(9_750)) < ms(20), "{kept:?}");
+    }
+
+    /// Puts `piece` in the transport's output buffer and transmits it, as ureq does.
+    fn send(t: &mut TcpTransport, piece: &[u8], within: Duration) {
+        t.buffers.output()[..piece.len()].copy_from_slice(piece);
+        t.transmit_output(piece.len(), budget(within))
+            .expect("transmit");
+    }
+
+    #[test]
+    fn a_request_head_waits_for_its_body_and_leaves_with_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut t =
+            transport(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
+        let (mut peer, _) = listener.accept().expect("accept");
+        send(&mut t, b"POST / HTTP/1.1\r\n\r\n", ms(5_000));
+        peer.set_nonblocking(true).expect("nonblocking");
+        let mut got = Vec::new();
+        let held = std::io::Read::read_to_end(&mut peer, &mut got);
+        assert!(got.is_empty(), "the head went out alone: {held:?} {got:?}");
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        send(&mut t, &body, ms(5_000));
+        peer.set_nonblocking(false).expect("blocking");
+        let mut got = vec![0u8; 19 + body.len()];
+        std::io::Read::read_exact(&mut peer, &mut got).expect("head and body");
+        assert_eq!(&got[..19], b"POST / HTTP/1.1\r\n\r\n");
+        assert_eq!(&got[19..], &body[..]);
+    }
+
+    #[test]
+    fn a_held_head_is_sent_before_the_response_is_awaited() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut t =
+            transport(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
+        let (mut peer, _) = listener.accept().expect("accept");
+        let server = std::thread::spawn(move || {
+            let mut head = [0u8; 18];
+            std::io::Read::read_exact(&mut peer, &mut head).expect("request");
+            peer.write_all(b"HTTP/1.1 204 \r\n\r\n").expect("response");
+            head
+        });
+        send(&mut t, b"GET / HTTP/1.1\r\n\r\n", ms(5_000));
+        // Were the head still held back, this would wait out its 5 s and fail.
+        assert!(t.await_input(budget(ms(5_000))).expect("response"));
+        assert_eq!(&server.join().expect("server"), b"GET / HTTP/1.1\r\n\r\n");
+        assert!(t.head.is_empty());
+    }
+
+    #[test]
+    fn a_read_times_out_at_its_deadline_not_at_the_stepped_socket_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut t =
+            transport(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
+        let (_silent, _) = listener.accept().expect("accept");
+        let started = Instant::now();
+        // The socket gets 250 ms at first; the read must go on for the other 50.
+        let err = t.await_input(budget(ms(300))).expect_err("nothing to read");
+        assert!(
+            matches!(err, ureq::Error::Timeout(ureq::Timeout::Global)),
+            "{err:?}"
+        );
+        assert!(started.elapsed() >= ms(300), "{:?}", started.elapsed());
+    }
 
     #[test]
     fn a_released_buffer_is_reused_by_the_threads_next_connection() {

@@ -947,6 +947,7 @@ fn body_error(e: io::Error, url: &str, timeout: Duration) -> ScrapeError {
 
 mod conn;
 pub use conn::LiteralResolver;
+pub(crate) use conn::TcpConnector;
 mod transport;
 pub use transport::{Transport, TransportError};
 
