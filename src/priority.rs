@@ -45,7 +45,7 @@ pub const SCRAPE_PATH_SLICE: Duration = Duration::from_micros(100);
 /// The scrape path's timer slack.
 pub const SCRAPE_PATH_TIMER_SLACK: Duration = Duration::from_micros(1);
 
-/// Makes the calling thread [`BACKGROUND_NICENESS`] nicer; threads it spawns later
+/// Makes the calling thread 5 steps nicer (`BACKGROUND_NICENESS`); threads it spawns later
 /// inherit that.
 pub fn lower() {
     // SAFETY: nice(3) takes no pointers and only changes the calling thread's priority.

@@ -14,7 +14,7 @@
 //! never scraped, `scrapeInterval`/`scrapeTimeout` as the target's labels say them, and
 //! `globalUrl` with a loopback host replaced by this host's name. Within a pool, targets
 //! are sorted by scrape URL (Prometheus leaves them in map order). `/targets` is the same
-//! view as a self-contained HTML page ([`page`]).
+//! view as a self-contained HTML page (the `page` module).
 
 mod page;
 

@@ -2,7 +2,7 @@
 //!
 //! Owns the `TargetGroup` type that flows to the coordinator, the providers that produce
 //! groups, and the [`Manager`] that starts and stops them. Static configs become groups
-//! here directly ([`static_groups`]); `file_sd_configs` ([`file`]), `http_sd_configs`
+//! here directly ([`static_groups`]); `file_sd_configs` ([`file`](mod@file)), `http_sd_configs`
 //! ([`http`]) and `dns_sd_configs` ([`dns`]) each get a provider thread. Discovery never
 //! builds targets: label population and relabeling belong to the pool.
 //!

@@ -10,7 +10,7 @@
 //!
 //! A store costs two fsyncs (a few milliseconds), which would cap a receiver at a few
 //! hundred blocks a second if the dispatcher waited for it. So each receiver has a
-//! [`CursorWriter`] thread ("sw-rw-<i>-cursor") that persists every acknowledged position
+//! [`CursorWriter`] thread (`sw-rw-<i>-cursor`) that persists every acknowledged position
 //! at most every 200 ms, skipping to the newest: the file is never more than 200 ms and
 //! one store behind, and on stop the last position is written before the thread is
 //! joined.

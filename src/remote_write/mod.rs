@@ -1,8 +1,8 @@
 //! Remote write: every spooled sample delivered to every `[[remote_write]]` receiver
 //! (Prometheus remote-write 1.0), at least once, across outages, restarts and SIGTERM.
 //!
-//! **Owns** one dispatcher thread per receiver ("sw-rw-<i>"), its shard threads
-//! ("sw-rw-<i>-<j>") and cursor thread ("sw-rw-<i>-cursor"), its cursor file (`<storage.path>/remote_write/<name>.cursor`), its
+//! **Owns** one dispatcher thread per receiver (`sw-rw-<i>`), its shard threads
+//! (`sw-rw-<i>-<j>`) and cursor thread (`sw-rw-<i>-cursor`), its cursor file (`<storage.path>/remote_write/<name>.cursor`), its
 //! HTTP client and its self-metrics. **Input**: the spool, through one
 //! [`SpoolReader`](crate::spool::SpoolReader) per receiver. **Output**: POSTs of
 //! snappy-compressed `WriteRequest`s.
@@ -32,7 +32,7 @@
 //! its done prefix: the position after the last block of that prefix goes to the spool
 //! (`SpoolReader::acknowledge`, which retention consults) and to the cursor file, written
 //! atomically (tmp, fsync, rename, directory fsync) each time it moves, by a cursor
-//! thread ("sw-rw-<i>-cursor") so fsyncs never hold up sending. On start a
+//! thread (`sw-rw-<i>-cursor`) so fsyncs never hold up sending. On start a
 //! shipper resumes from its cursor file, or from the oldest spooled data when it has none
 //! (a new receiver gets everything the spool still holds). Delivery is at-least-once: a
 //! crash or kill -9 resends the blocks that were in flight or done but not yet

@@ -2,13 +2,13 @@
 //! receiver's cursor, and the shard threads that POST. See the module docs of
 //! `remote_write` for the design; this file is the mechanism.
 //!
-//! The dispatcher ("sw-rw-<i>") gives every block (and every gap the reader reports) a
+//! The dispatcher (`sw-rw-<i>`) gives every block (and every gap the reader reports) a
 //! sequence number and a slot in a window, routes the block to shard `stripe % shards`,
 //! and, as shards report blocks done, pops the done prefix of the window: the position
 //! after the last popped slot is acknowledged to the spool and written to the cursor
 //! file. A block is therefore never acknowledged before every block read before it.
 //!
-//! Shards ("sw-rw-<i>-<j>") each take blocks from a bounded queue, in order, and deliver
+//! Shards (`sw-rw-<i>-<j>`) each take blocks from a bounded queue, in order, and deliver
 //! each one completely (all its parts, with retries) before taking the next, so the
 //! blocks of one stripe (hence of one series) reach the receiver in spool order.
 
