@@ -622,6 +622,14 @@ mod tests {
         assert!(Deadline(None).goes_on(&signal) && !Deadline(None).goes_on(&timed_out));
     }
 
+    /// A transport on a loopback connection, and the peer's end of it.
+    fn connected() -> (TcpTransport, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (peer, _) = listener.accept().expect("accept");
+        (transport(stream), peer)
+    }
+
     fn transport(stream: TcpStream) -> TcpTransport {
         TcpTransport {
             stream: Arc::new(stream),
@@ -643,10 +651,7 @@ mod tests {
 
     #[test]
     fn the_socket_timeout_stays_put_from_call_to_call() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut t =
-            transport(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
-        let (mut peer, _) = listener.accept().expect("accept");
+        let (mut t, mut peer) = connected();
         peer.write_all(b"ab").expect("write");
         assert!(t.await_input(budget(ms(9_990))).expect("read"));
         assert_eq!(t.read_timeout, Some(ms(9_750)));
@@ -671,10 +676,7 @@ mod tests {
 
     #[test]
     fn a_request_head_waits_for_its_body_and_leaves_with_it() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut t =
-            transport(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
-        let (mut peer, _) = listener.accept().expect("accept");
+        let (mut t, mut peer) = connected();
         send(&mut t, b"POST / HTTP/1.1\r\n\r\n", ms(5_000));
         peer.set_nonblocking(true).expect("nonblocking");
         let mut got = Vec::new();
@@ -691,10 +693,7 @@ mod tests {
 
     #[test]
     fn a_held_head_is_sent_before_the_response_is_awaited() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut t =
-            transport(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
-        let (mut peer, _) = listener.accept().expect("accept");
+        let (mut t, mut peer) = connected();
         let server = std::thread::spawn(move || {
             let mut head = [0u8; 18];
             std::io::Read::read_exact(&mut peer, &mut head).expect("request");
@@ -710,10 +709,7 @@ mod tests {
 
     #[test]
     fn a_read_times_out_at_its_deadline_not_at_the_stepped_socket_timeout() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let mut t =
-            transport(TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"));
-        let (_silent, _) = listener.accept().expect("accept");
+        let (mut t, _silent) = connected();
         let started = Instant::now();
         // The socket gets 250 ms at first; the read must go on for the other 50.
         let err = t.await_input(budget(ms(300))).expect_err("nothing to read");
