@@ -272,8 +272,11 @@ mod tests {
     ) -> (Scheduler<u64>, Receiver<Seen>) {
         let (tx, rx) = unbounded();
         let dispatch: DispatchFn<u64> = Box::new(move |job, due, kind| {
+            // Read before reporting: a test that changes the answer once it has seen this
+            // dispatch must not change this dispatch's answer.
+            let answer = *answer.lock();
             let _ = tx.send((**job, due, kind));
-            *answer.lock()
+            answer
         });
         let s = Scheduler::start(clock, DEFAULT_TICK, dispatch).expect("spawn sw-wheel");
         (s, rx)
