@@ -14,12 +14,13 @@
 
 pub mod cache;
 pub mod pipeline;
+mod seen;
 pub mod state;
 pub mod stream;
 
 use crate::append::AppendBuffer;
 use crate::budget::{Charge, MemoryBudget, Part};
-use crate::hash::{HashKeyed, HashSetKeyed};
+use crate::hash::HashKeyed;
 use crate::metrics::{Counter, Gauge, IntervalSummary, Registry};
 use crate::parse::Format;
 use crate::queue::Receiver;
@@ -29,6 +30,7 @@ use crate::wheel::DueKind;
 use crate::wire;
 use parking_lot::Mutex;
 use pipeline::{ScrapeFailure, Series, WalkConfig, WalkStats, WalkStream, Walker};
+use seen::SeriesSet;
 use state::{diff_sorted, BodyWriter, ScrapeState};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -279,8 +281,9 @@ pub struct Scratch {
     batch: Vec<u8>,
     walker: Walker,
     /// Series written this scrape without an explicit timestamp.
-    seen: HashSetKeyed,
-    /// Series tracked for staleness this scrape.
+    seen: SeriesSet,
+    /// Series tracked for staleness this scrape: during the walk only those with an
+    /// explicit timestamp (when tracked), then sorted together with `seen`.
     cur: Vec<u64>,
     vanished: Vec<u64>,
     /// Samples written with an explicit timestamp: (series, timestamp).
@@ -311,7 +314,7 @@ impl Default for Scratch {
             old_body: Vec::new(),
             batch: Vec::new(),
             walker: Walker::default(),
-            seen: HashSetKeyed::default(),
+            seen: SeriesSet::default(),
             cur: Vec::new(),
             vanished: Vec::new(),
             explicit: Vec::new(),
@@ -350,7 +353,7 @@ impl Scratch {
         (self.body.capacity()
             + self.old_body.capacity()
             + self.batch.capacity()
-            + self.seen.capacity() * 16
+            + self.seen.heap_bytes()
             + (self.cur.capacity() + self.vanished.capacity() + self.acc.capacity()) * 8)
             as u64
     }
@@ -698,7 +701,7 @@ fn process_body(
     let mut state = target.state.lock();
     let state = &mut *state;
     s.batch.clear();
-    s.seen.clear();
+    s.seen.reset(state.prev.len());
     s.cur.clear();
     s.vanished.clear();
     s.explicit.clear();
@@ -770,9 +773,7 @@ fn process_body(
                         if track_explicit {
                             cur.push(x.hash);
                         }
-                    } else if seen.insert(x.hash) {
-                        cur.push(x.hash);
-                    } else {
+                    } else if !seen.insert(x.hash) {
                         tally.duplicates += 1;
                         return Ok(());
                     }
@@ -909,19 +910,23 @@ fn process_body(
     }
 }
 
-/// After a walk: sorts the tracked list in `s.cur`, counts the series new to the scrape
+/// After a walk: builds the sorted tracked list in `s.cur`, counts the series new to the scrape
 /// cache, and moves the cache on (a flush when the scrape succeeded with a body).
 /// Returns `scrape_series_added`.
 fn settle_cache(s: &mut Scratch, state: &mut ScrapeState, flush: bool) -> u64 {
-    s.cur.sort_unstable();
-    s.cur.dedup();
+    let explicit_tracked = !s.cur.is_empty();
+    s.seen.sorted_into(&mut s.cur);
+    if explicit_tracked {
+        s.cur.sort_unstable();
+        s.cur.dedup();
+    }
     // What the scrape appended; in the common case (no explicit timestamps) exactly the
     // tracked list.
     let appended: &[u64] = if s.explicit.is_empty() {
         &s.cur
     } else {
         s.acc.clear();
-        s.acc.extend(s.seen.iter().copied());
+        s.acc.extend(s.seen.iter());
         s.acc.extend(s.explicit.iter().map(|(h, _)| *h));
         s.acc.sort_unstable();
         s.acc.dedup();
@@ -961,8 +966,8 @@ fn raise_floors(s: &Scratch, state: &mut ScrapeState, ts: i64) {
         *floor = (*floor).max(t);
     }
     if !state.ts_floor.is_empty() {
-        for h in &s.seen {
-            if let Some(floor) = state.ts_floor.get_mut(h) {
+        for h in s.seen.iter() {
+            if let Some(floor) = state.ts_floor.get_mut(&h) {
                 *floor = (*floor).max(ts);
             }
         }
