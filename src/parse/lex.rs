@@ -258,6 +258,24 @@ pub(super) fn find_duplicate(
 ) -> Option<usize> {
     const PAIRWISE_MAX: usize = 12;
     let n = labels.len();
+    if n <= PAIRWISE_MAX && labels.iter().all(|l| !l.name.escaped) {
+        // Each pair compares a fingerprint (length, first and last byte) before the
+        // names: a `str` comparison is a call into memcmp, and most pairs differ there.
+        let mut prints = [0u32; PAIRWISE_MAX];
+        for (i, l) in labels.iter().enumerate() {
+            let b = l.name.raw.as_bytes();
+            let print = (b.len() as u32) << 16
+                | u32::from(b.first().copied().unwrap_or(0)) << 8
+                | u32::from(b.last().copied().unwrap_or(0));
+            if b == b"__name__"
+                || (0..i).any(|j| prints[j] == print && labels[j].name.raw == l.name.raw)
+            {
+                return Some(i);
+            }
+            prints[i] = print;
+        }
+        return None;
+    }
     if n <= PAIRWISE_MAX {
         for i in 0..n {
             let name = &labels[i].name;
@@ -427,6 +445,25 @@ mod tests {
         assert_eq!(find_duplicate(&escaped, &mut scratch), Some(1));
         let name = [label("a", false), label("__name__", false)];
         assert_eq!(find_duplicate(&name, &mut scratch), Some(1));
+        // Same length, first and last byte: only the full comparison tells them apart.
+        let alike = [
+            label("ab_c", false),
+            label("ax_c", false),
+            label("le", false),
+        ];
+        assert_eq!(find_duplicate(&alike, &mut scratch), None);
+        let late = [
+            label("ab_c", false),
+            label("le", false),
+            label("ax_c", false),
+            label("le", false),
+        ];
+        assert_eq!(find_duplicate(&late, &mut scratch), Some(3));
+        let twelve: Vec<String> = (0..12).map(|i| format!("n{i:02}")).collect();
+        let mut up_to: Vec<RawLabel<'_>> = twelve.iter().map(|n| label(n, false)).collect();
+        assert_eq!(find_duplicate(&up_to, &mut scratch), None);
+        up_to[11] = label("n03", false);
+        assert_eq!(find_duplicate(&up_to, &mut scratch), Some(11));
 
         let names: Vec<String> = (0..1000).map(|i| format!("l{i}")).collect();
         let mut many: Vec<RawLabel<'_>> = names.iter().map(|n| label(n, false)).collect();
