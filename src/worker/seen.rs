@@ -42,9 +42,6 @@ impl SeriesSet {
     pub fn reset(&mut self, expected: usize) {
         self.len = 0;
         self.zero = false;
-        if let Some(g) = &mut self.general {
-            g.clear();
-        }
         self.general = None;
         let homes = (expected.saturating_mul(2))
             .max(MIN_SLOTS)
