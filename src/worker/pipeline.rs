@@ -11,13 +11,13 @@
 //! allocates nothing: strings stay borrowed from the body unless an escape or an
 //! `exported_` rename needs the per-worker arena, and label bytes go to a reused buffer.
 
+use crate::hash::series_hash;
 use crate::labels::{Label, LabelSet, METRIC_NAME};
 use crate::parse::{self, Entry, Format, MetricType, ParseError, ParseErrorKind, RawLabel, RawStr};
 use crate::relabel;
 use crate::scrape::ScrapeError;
 use crate::wire;
 use thiserror::Error;
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::state::{Cached, HashKeyed};
 
@@ -633,7 +633,7 @@ impl Walker {
             };
             let value = normalize_value(s.value);
             if !cfg.metric_relabel.is_empty() {
-                let key = xxh3_64(s.series.as_bytes());
+                let key = series_hash(s.series.as_bytes());
                 if let Some(hit) = cache.get(&key) {
                     if let Cached::Keep { labels, hash } = hit {
                         stats.post_relabel += 1;
@@ -681,7 +681,7 @@ impl Walker {
                         .put_label(l.name.as_bytes(), l.value.as_bytes());
                 }
                 let labels = self.label_bytes.as_slice();
-                let hash = xxh3_64(labels);
+                let hash = series_hash(labels);
                 cache.insert(
                     key,
                     Cached::Keep {
@@ -722,7 +722,7 @@ impl Walker {
             }
             stats.post_relabel += 1;
             let labels = self.label_bytes.as_slice();
-            let hash = xxh3_64(labels);
+            let hash = series_hash(labels);
             emit(Series {
                 labels,
                 hash,

@@ -2,8 +2,9 @@
 //! sorted list the staleness diff and the scrape cache walk once the body is done.
 //!
 //! A general hash set costs a probe per sample and then a sort of every hash for the
-//! diff. Series hashes are xxh3 values, uniform over 64 bits, so this set places each at
-//! the slot its top bits name and probes forward (linear probing, no wrap-around). Keys
+//! diff. Series hashes ([`crate::hash::series_hash`]) are uniform over 64 bits, so this
+//! set places each at the slot its top bits name and probes forward (linear probing, no
+//! wrap-around). Keys
 //! then lie in slot order cluster by cluster: a key's cluster starts at or before its
 //! home slot and holds no empty slot, and homes grow with the keys, so every key of one
 //! cluster is below every key of the next. Reading the slots and sorting each (short)
