@@ -4,11 +4,10 @@
 //! A general hash set costs a probe per sample and then a sort of every hash for the
 //! diff. Series hashes ([`crate::hash::series_hash`]) are uniform over 64 bits, so this
 //! set places each at the slot its top bits name and probes forward (linear probing, no
-//! wrap-around). Keys
-//! then lie in slot order cluster by cluster: a key's cluster starts at or before its
-//! home slot and holds no empty slot, and homes grow with the keys, so every key of one
-//! cluster is below every key of the next. Reading the slots and sorting each (short)
-//! cluster gives the sorted list in linear time.
+//! wrap-around). Keys then lie in slot order cluster by cluster: a key's cluster starts
+//! at or before its home slot and holds no empty slot, and homes grow with the keys, so
+//! every key of one cluster is below every key of the next. Reading the slots and sorting
+//! each (short) cluster gives the sorted list in linear time.
 //!
 //! Bodies choose their label values, so a hostile target could pick series whose hashes
 //! share their top bits and turn probing quadratic. A probe longer than [`MAX_PROBE`]
@@ -31,10 +30,12 @@ pub struct SeriesSet {
     slots: Vec<u64>,
     /// `64 - bits`: a key's home slot is `key >> shift`.
     shift: u32,
+    /// Keys in `slots` and `zero`.
     len: usize,
     /// 0 is the empty marker, so the key 0 is kept aside.
     zero: bool,
-    /// Set once ordered placement failed this scrape: every key lives here instead.
+    /// Set once ordered placement failed this scrape: every key moves here, and the slots
+    /// and `zero` stay empty until the next reset.
     general: Option<HashSetKeyed>,
 }
 
@@ -105,56 +106,39 @@ impl SeriesSet {
         let old = std::mem::take(&mut self.slots);
         let homes = 2 * (old.len() - MAX_PROBE);
         self.resize_empty(homes);
-        let (len, zero) = (self.len, self.zero);
-        self.len = 0;
+        self.len = usize::from(self.zero);
         for k in old.into_iter().filter(|&k| k != 0) {
             self.insert(k);
         }
-        if self.general.is_none() {
-            debug_assert_eq!(self.len + usize::from(zero), len);
-        }
-        self.len = len;
     }
 
     fn fall_back(&mut self) {
         let mut g = HashSetKeyed::default();
         g.reserve(self.len + 1);
-        g.extend(self.slots.iter().copied().filter(|&k| k != 0));
-        if self.zero {
-            g.insert(0);
-        }
+        g.extend(self.iter());
+        self.slots.fill(0);
+        self.zero = false;
+        self.len = 0;
         self.general = Some(g);
     }
 
     /// Keys in the set.
     pub fn len(&self) -> usize {
-        match &self.general {
-            Some(g) => g.len(),
-            None => self.len,
-        }
+        self.len + self.general.as_ref().map_or(0, |g| g.len())
     }
 
     /// Every key, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        let (ordered, general) = match &self.general {
-            Some(g) => (None, Some(g.iter().copied())),
-            None => {
-                let zero = self.zero.then_some(0);
-                let slots = self.slots.iter().copied().filter(|&k| k != 0);
-                (Some(zero.into_iter().chain(slots)), None)
-            }
-        };
-        ordered
-            .into_iter()
-            .flatten()
-            .chain(general.into_iter().flatten())
+        let general = self.general.iter().flatten().copied();
+        let slots = self.slots.iter().copied().filter(|&k| k != 0);
+        general.chain(self.zero.then_some(0)).chain(slots)
     }
 
     /// Appends every key to `out` in ascending order.
     pub fn sorted_into(&self, out: &mut Vec<u64>) {
         out.reserve(self.len());
-        let start = out.len();
         if let Some(g) = &self.general {
+            let start = out.len();
             out.extend(g.iter().copied());
             out[start..].sort_unstable();
             return;
