@@ -67,6 +67,18 @@ impl SeriesCache {
         self.cached.as_deref().unwrap_or(prev)
     }
 
+    /// True when the cache holds exactly the target's tracked series.
+    pub fn is_steady(&self) -> bool {
+        self.cached.is_none()
+    }
+
+    /// Ends a successful scrape that saw exactly the `tracked` series the target tracked
+    /// before, with the cache steady: the flush keeps the cache as it is.
+    pub fn finish_unchanged(&mut self, tracked: usize) {
+        debug_assert!(self.is_steady());
+        self.flushed_len = tracked;
+    }
+
     /// True if the cache held `h` when this scrape started. `prev` is the target's
     /// tracked series from its last scrape.
     pub fn contains(&self, prev: &[u64], h: u64) -> bool {

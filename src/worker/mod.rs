@@ -304,6 +304,9 @@ pub struct Scratch {
     part_size: usize,
     /// The buffers' bytes in the memory budget.
     charge: Charge,
+    /// Tests: never follow the last scrape's order, to compare with following.
+    #[cfg(test)]
+    never_follow: bool,
 }
 
 impl Default for Scratch {
@@ -326,6 +329,8 @@ impl Default for Scratch {
             staging: Staging::new(None),
             part_size: 1 << 20,
             charge: Charge::default(),
+            #[cfg(test)]
+            never_follow: false,
         }
     }
 }
@@ -701,7 +706,11 @@ fn process_body(
     let mut state = target.state.lock();
     let state = &mut *state;
     s.batch.clear();
-    s.seen.reset(state.prev.len());
+    #[cfg(not(test))]
+    let follow = state.prev_in_body_order;
+    #[cfg(test)]
+    let follow = state.prev_in_body_order && !s.never_follow;
+    s.seen.reset(state.prev.len(), follow);
     s.cur.clear();
     s.vanished.clear();
     s.explicit.clear();
@@ -729,9 +738,11 @@ fn process_body(
                 let ScrapeState {
                     relabel_cache,
                     ts_floor,
+                    prev,
                     ..
                 } = &mut *state;
                 let floors = &*ts_floor;
+                let prev: &[u64] = prev;
                 let (batch, seen, cur, explicit, rejected, info, tally) = (
                     &mut s.batch,
                     &mut s.seen,
@@ -773,7 +784,7 @@ fn process_body(
                         if track_explicit {
                             cur.push(x.hash);
                         }
-                    } else if !seen.insert(x.hash) {
+                    } else if !seen.insert(x.hash, prev) {
                         tally.duplicates += 1;
                         return Ok(());
                     }
@@ -840,8 +851,30 @@ fn process_body(
         staged = 0;
         info = BatchInfo::default();
     }
-    let series_added = settle_cache(s, state, result.is_ok() && body_walked);
-    let new_tracked = diff_sorted(&state.prev, &s.cur, &mut s.vanished);
+    // The usual scrape: the same series as last time, in the same order, each once and
+    // none dropped. Then nothing is new to the cache or to tracking and nothing vanished,
+    // so the cache, the diff and the tracked list are left as they are.
+    let unchanged = result.is_ok()
+        && body_walked
+        && s.seen.followed_all(&state.prev)
+        && s.explicit.is_empty()
+        && s.rejected.is_empty()
+        && state.ts_floor.is_empty()
+        && state.cache.is_steady();
+    let (series_added, new_tracked) = if unchanged {
+        state.cache.finish_unchanged(state.prev.len());
+        (0, 0)
+    } else {
+        s.seen.stop_following(&state.prev);
+        if state.prev_in_body_order {
+            // Sorted from now on: kept so while its set does not change, so a target
+            // whose order varies from scrape to scrape is not sorted again every time.
+            state.prev.sort_unstable();
+            state.prev_in_body_order = false;
+        }
+        let added = settle_cache(s, state, result.is_ok() && body_walked);
+        (added, diff_sorted(&state.prev, &s.cur, &mut s.vanished))
+    };
     let stale_markers = if s.vanished.is_empty() {
         0
     } else {
@@ -875,7 +908,16 @@ fn process_body(
         w.discard();
     }
     if new_tracked > 0 || !s.vanished.is_empty() {
-        state.prev = s.cur.as_slice().into();
+        // In body order when that is the whole tracked set, for the next scrape to follow.
+        match s.seen.order() {
+            Some(order)
+                if result.is_ok() && s.explicit.is_empty() && order.len() == s.cur.len() =>
+            {
+                state.prev = order.into();
+                state.prev_in_body_order = true;
+            }
+            _ => state.prev = s.cur.as_slice().into(),
+        }
     }
     if state.prev.is_empty() {
         state.body = None;
@@ -1064,6 +1106,9 @@ fn end_of_run(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
     s.batch.clear();
     s.vanished.clear();
     s.vanished.extend_from_slice(&state.prev);
+    if state.prev_in_body_order {
+        s.vanished.sort_unstable();
+    }
     let mut info = BatchInfo::default();
     let mut n = write_stale_markers(s, &mut state, target, ts, &mut info);
     let scraped_before = target.health.lock().up.is_some();
@@ -1075,6 +1120,7 @@ fn end_of_run(ctx: &WorkerContext, s: &mut Scratch, job: &Job) {
         }
     }
     state.prev = Box::new([]);
+    state.prev_in_body_order = false;
     state.body = None;
     state.relabel_cache = HashKeyed::default();
     state.cache = cache::SeriesCache::default();
@@ -1226,6 +1272,121 @@ mod tests {
         // goes out at the scrape time, checked against what was committed before.
         let (l, _) = scrape(&mut s, &t, Some("n 4 5000\nplain 4 1063000\n"), 1_003_000);
         assert_eq!(find(&l, "plain"), ["plain{} 4@1063000", "plain{} stale"]);
+    }
+
+    #[test]
+    fn a_body_that_repeats_its_series_is_followed_and_every_change_is_caught() {
+        let (t, mut s) = (target(""), Scratch::default());
+        let mut step = |body: Option<&str>, ts: i64| {
+            let (l, o) = scrape(&mut s, &t, body, ts);
+            let in_order = t.state.lock().prev_in_body_order;
+            (l, (o.series_added, o.stale_markers, o.duplicates), in_order)
+        };
+        assert_eq!(step(Some("a 1\nb 1\nc 1\n"), 1000).1, (3, 0, 0));
+        let (_, counts, in_order) = step(Some("a 2\nb 2\nc 2\n"), 2000);
+        assert_eq!((counts, in_order), ((0, 0, 0), true));
+        let (l, counts, _) = step(Some("a 3\nc 3\n"), 3000);
+        assert_eq!((counts, find(&l, "b{}")), ((0, 1, 0), vec!["b{} stale"]));
+        assert_eq!(step(Some("a 4\nc 4\n"), 4000).1, (0, 0, 0));
+        // The same series in another order: nothing changes, and the list is kept sorted.
+        let (_, counts, in_order) = step(Some("c 5\na 5\n"), 5000);
+        assert_eq!((counts, in_order), ((0, 0, 0), false));
+        let (_, counts, in_order) = step(Some("c 6\na 6\nb 6\n"), 6000);
+        assert_eq!((counts, in_order), ((1, 0, 0), true));
+        // A repeat of a followed series is a duplicate.
+        let (l, counts, _) = step(Some("c 7\na 7\nb 7\nc 8\n"), 7000);
+        assert_eq!((counts, find(&l, "c{}")), ((0, 0, 1), vec!["c{} 7"]));
+        // A prefix of the sequence: the rest goes stale.
+        assert_eq!(step(Some("c 9\n"), 9000).1, (0, 2, 0));
+        assert_eq!(step(Some("c 10\na 10\nb 10\n"), 10_000).1, (2, 0, 0));
+        // A failure, then the same body: markers, then nothing new to the cache.
+        assert_eq!(step(None, 11_000).1, (0, 3, 0));
+        assert_eq!(step(Some("c 12\na 12\nb 12\n"), 12_000).1, (0, 0, 0));
+        // A followed series turning up with a timestamp is no longer tracked.
+        let (l, counts, _) = step(Some("c 13\na 13\nb 13 12500\n"), 13_000);
+        assert_eq!(counts, (0, 1, 0));
+        assert_eq!(find(&l, "b{}"), ["b{} 13@12500", "b{} stale"]);
+    }
+
+    #[test]
+    fn following_changes_no_outcome_over_a_random_run_of_bodies() {
+        let (t1, t2) = (target(""), target(""));
+        let mut follows = Scratch::default();
+        let mut never = Scratch {
+            never_follow: true,
+            ..Scratch::default()
+        };
+        let names = ["a", "b{x=\"1\"}", "b{x=\"2\"}", "c", "d", "e"];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut last = String::new();
+        let mut followed = 0;
+        for i in 0..400i64 {
+            let ts = 1_000_000 + i * 1000;
+            let body = match rand(10) {
+                // Most often the body repeats its series in the same order.
+                0..=4 if !last.is_empty() => last.clone(),
+                5 => String::new(),
+                // The same series plus one with a timestamp, or one far ahead.
+                6 if !last.is_empty() => {
+                    let stamp = if rand(2) == 0 { ts - 1 } else { ts + 3_600_000 };
+                    format!("{last}z 1 {stamp}\n")
+                }
+                _ => {
+                    let mut b = String::new();
+                    for _ in 0..rand(8) {
+                        let n = names[rand(names.len() as u64) as usize];
+                        let stamp = if rand(12) == 0 {
+                            format!(" {}", ts - 1)
+                        } else {
+                            String::new()
+                        };
+                        b.push_str(&format!("{n} {i}{stamp}\n"));
+                    }
+                    b
+                }
+            };
+            let body = if rand(25) == 0 {
+                None
+            } else {
+                Some(body.as_str())
+            };
+            if body.is_some_and(|b| b == last) && t1.state.lock().prev_in_body_order {
+                followed += 1;
+            }
+            let (l1, o1) = scrape(&mut follows, &t1, body, ts);
+            let (l2, o2) = scrape(&mut never, &t2, body, ts);
+            assert_eq!(l1, l2, "scrape {i}: {body:?}");
+            let counts = |o: &ScrapeOutcome| {
+                (
+                    o.result.is_ok(),
+                    o.appended,
+                    o.series_added,
+                    o.stale_markers,
+                    o.duplicates,
+                    o.out_of_order,
+                )
+            };
+            assert_eq!(counts(&o1), counts(&o2), "scrape {i}: {body:?}");
+            let sorted = |t: &Target| {
+                let mut p = t.state.lock().prev.to_vec();
+                p.sort_unstable();
+                p
+            };
+            assert_eq!(sorted(&t1), sorted(&t2), "scrape {i}");
+            if let Some(b) = body {
+                last = b.to_string();
+            }
+        }
+        assert!(
+            followed > 50,
+            "the run follows often enough to test it: {followed}"
+        );
     }
 
     #[test]

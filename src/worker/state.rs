@@ -170,8 +170,10 @@ impl Drop for StoredBody {
 
 #[derive(Debug)]
 pub struct ScrapeState {
-    /// Sorted hashes of the series the last scrape exposed (without explicit timestamps).
+    /// Hashes of the series the last scrape tracked: sorted, or in the order its body
+    /// exposed them (`prev_in_body_order`), which the next scrape follows.
     pub prev: Box<[u64]>,
+    pub prev_in_body_order: bool,
     /// Covers at least every series in `prev`.
     pub body: Option<StoredBody>,
     /// Which series Prometheus's scrape cache would hold (for `scrape_series_added`).
@@ -203,6 +205,7 @@ impl ScrapeState {
         });
         ScrapeState {
             prev: Box::new([]),
+            prev_in_body_order: false,
             body: None,
             cache: SeriesCache::default(),
             ts_floor: HashKeyed::default(),
