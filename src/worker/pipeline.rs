@@ -152,6 +152,94 @@ fn name_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
 
+/// The direct path's steps for these label names: false when the names cannot take it.
+/// `target_ends[i]` is where the target's `i`-th encoded label ends.
+fn plan_steps(
+    labels: &[RawLabel<'_>],
+    respelt: &str,
+    target: &[Label],
+    target_ends: &[usize],
+    honor_labels: bool,
+    steps: &mut Vec<Step>,
+) -> bool {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    if labels.len() > MAX_DIRECT_LABELS || labels.iter().any(|l| l.name.escaped) {
+        return false;
+    }
+    // Label order as exposed is usually sorted but for a histogram's `le` or a
+    // summary's `quantile`, which client libraries put last: insertion sort on indices
+    // is then linear.
+    let mut order = [0u8; MAX_DIRECT_LABELS];
+    let order = &mut order[..labels.len()];
+    for i in 0..labels.len() {
+        let mut j = i;
+        while j > 0
+            && name_cmp(
+                labels[usize::from(order[j - 1])].name.raw,
+                labels[i].name.raw,
+            ) == Greater
+        {
+            order[j] = order[j - 1];
+            j -= 1;
+        }
+        order[j] = i as u8;
+    }
+    let (mut t, mut t_from) = (0, 0);
+    // Steps for the target labels that sort before `n`, then for `n` itself; false on a
+    // clash that honor_labels does not settle.
+    let mut put = |n: &str, step: Step, steps: &mut Vec<Step>| -> bool {
+        let mut ord = Less;
+        while let Some(tl) = target.get(t) {
+            ord = name_cmp(&tl.name, n);
+            if ord != Less {
+                break;
+            }
+            t += 1;
+        }
+        if t > 0 && target_ends[t - 1] > t_from {
+            steps.push(Step::Target(t_from as u32, target_ends[t - 1] as u32));
+            t_from = target_ends[t - 1];
+        }
+        if t < target.len() && ord == Equal {
+            if !honor_labels {
+                return false;
+            }
+            t_from = target_ends[t];
+            t += 1;
+        }
+        steps.push(step);
+        true
+    };
+    let mut name_pending = true;
+    for &i in order.iter() {
+        let n = labels[usize::from(i)].name.raw;
+        if name_pending {
+            match name_cmp(METRIC_NAME, n) {
+                Less => {
+                    name_pending = false;
+                    if !put(METRIC_NAME, Step::Name, steps) {
+                        return false;
+                    }
+                }
+                Equal => return false,
+                Greater => {}
+            }
+        }
+        if !put(n, Step::Label(i, n == respelt), steps) {
+            return false;
+        }
+    }
+    if name_pending && !put(METRIC_NAME, Step::Name, steps) {
+        return false;
+    }
+    if let Some(&end) = target_ends.last() {
+        if end > t_from {
+            steps.push(Step::Target(t_from as u32, end as u32));
+        }
+    }
+    true
+}
+
 #[inline]
 fn resolve<'x>(s: Str<'x>, arena: &'x str) -> &'x str {
     match s {
@@ -171,6 +259,8 @@ pub struct Walker {
     target_enc: Vec<u8>,
     target_ends: Vec<usize>,
     floats: FloatMemo,
+    /// How the direct path merged the last sample's label names (see [`DirectPlan`]).
+    plan: DirectPlan,
     /// Tests turn the direct path off to check it against the general one, and count
     /// the samples it encoded.
     #[cfg(test)]
@@ -181,6 +271,60 @@ pub struct Walker {
 
 /// Samples with more scraped labels than this take the general path.
 const MAX_DIRECT_LABELS: usize = 32;
+
+/// One step of writing a sample's labels on the direct path.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// The target's encoded labels `target_enc[from..to]`.
+    Target(u32, u32),
+    /// `__name__` with the sample's metric name.
+    Name,
+    /// The scraped label at this index (as exposed), its value re-spelt as a float
+    /// when it is the family's `le` or `quantile`.
+    Label(u8, bool),
+}
+
+/// The direct path's merge of the sample's label names with `__name__` and the target's
+/// labels, in output order, for one sequence of label names as exposed. It depends on
+/// nothing but those names, the family's re-spelt label and the walk's target labels
+/// and honor_labels, and consecutive samples (a family's series, a histogram's buckets)
+/// nearly always share their names: so the sort and the merge's name comparisons are
+/// done once per run of alike samples, and each sample only checks its names against
+/// the plan's and copies.
+#[derive(Debug, Default)]
+struct DirectPlan {
+    /// False until a plan is made in this walk (a new walk may have other target labels).
+    planned: bool,
+    /// The label names as exposed, back to back, and where each one ends.
+    names: Vec<u8>,
+    ends: Vec<u32>,
+    respelt: &'static str,
+    /// `None`: these names cannot take the direct path (a clash honor_labels does not
+    /// settle, an escaped name, or a scraped `__name__`).
+    steps: Option<Vec<Step>>,
+}
+
+impl DirectPlan {
+    fn reset(&mut self) {
+        self.planned = false;
+    }
+
+    /// True if the plan is for exactly these label names and re-spelt label.
+    fn fits(&self, labels: &[RawLabel<'_>], respelt: &'static str) -> bool {
+        if !self.planned || self.ends.len() != labels.len() || self.respelt != respelt {
+            return false;
+        }
+        let mut from = 0;
+        for (l, &end) in labels.iter().zip(&self.ends) {
+            let end = end as usize;
+            if self.names.get(from..end) != Some(l.name.raw.as_bytes()) {
+                return false;
+            }
+            from = end;
+        }
+        true
+    }
+}
 
 /// Re-spelt `le`/`quantile` values by their exposed spelling. A histogram repeats its
 /// dozen bucket bounds on every label combination, and re-spelling one costs more than
@@ -354,6 +498,7 @@ impl Walker {
 
     /// Encodes the target's labels for [`Walker::encode_direct`].
     fn encode_target(&mut self, target: &[Label]) {
+        self.plan.reset();
         self.target_enc.clear();
         self.target_ends.clear();
         for l in target {
@@ -397,97 +542,71 @@ impl Walker {
             MetricType::Summary => "quantile",
             _ => "",
         };
+        if labels
+            .iter()
+            .any(|l| l.value.escaped || l.value.raw.is_empty())
+        {
+            return false;
+        }
+        if !self.plan.fits(labels, respelt) {
+            self.make_plan(labels, respelt, cfg);
+        }
         let Walker {
             tmp,
             label_bytes: out,
             target_enc,
-            target_ends,
             floats,
+            plan,
             ..
         } = self;
-        out.clear();
-        let mut t = 0;
-        let mut t_from = 0;
-        let mut name_pending = true;
-        let mut prev = "";
-        // Writes the target labels that sort before `n`, then `n` itself; false on a
-        // clash that honor_labels does not settle.
-        let mut put = |n: &str, v: &str, out: &mut wire::LabelBuf| -> bool {
-            let mut ord = std::cmp::Ordering::Less;
-            while let Some(tl) = target.get(t) {
-                ord = name_cmp(&tl.name, n);
-                if ord != std::cmp::Ordering::Less {
-                    break;
-                }
-                t += 1;
-            }
-            if t > 0 && target_ends[t - 1] > t_from {
-                out.extend(&target_enc[t_from..target_ends[t - 1]]);
-                t_from = target_ends[t - 1];
-            }
-            if t < target.len() && ord == std::cmp::Ordering::Equal {
-                if !cfg.honor_labels {
-                    return false;
-                }
-                t_from = target_ends[t];
-                t += 1;
-            }
-            out.put_label(n.as_bytes(), v.as_bytes());
-            true
-        };
-        // Label order as exposed is usually sorted but for a histogram's `le` or a
-        // summary's `quantile`, which client libraries put last: insertion sort on
-        // indices is then linear.
-        let mut order = [0u8; MAX_DIRECT_LABELS];
-        let order = &mut order[..labels.len()];
-        for i in 0..labels.len() {
-            let mut j = i;
-            while j > 0
-                && name_cmp(
-                    labels[usize::from(order[j - 1])].name.raw,
-                    labels[i].name.raw,
-                ) == std::cmp::Ordering::Greater
-            {
-                order[j] = order[j - 1];
-                j -= 1;
-            }
-            order[j] = i as u8;
-        }
-        for &i in order.iter() {
-            let l = &labels[usize::from(i)];
-            let (n, v) = (l.name.raw, l.value.raw);
-            if l.name.escaped || l.value.escaped || v.is_empty() {
-                return false;
-            }
-            // The parser rejects a repeated name, so the order is strict.
-            debug_assert!(name_cmp(prev, n) == std::cmp::Ordering::Less);
-            prev = n;
-            if name_pending {
-                match name_cmp(METRIC_NAME, n) {
-                    std::cmp::Ordering::Less => {
-                        name_pending = false;
-                        if !put(METRIC_NAME, name.raw, out) {
-                            return false;
-                        }
-                    }
-                    std::cmp::Ordering::Equal => return false,
-                    std::cmp::Ordering::Greater => {}
-                }
-            }
-            let v = if n == respelt { floats.get(v, tmp) } else { v };
-            if !put(n, v, out) {
-                return false;
-            }
-        }
-        if name_pending && !put(METRIC_NAME, name.raw, out) {
+        let Some(steps) = &plan.steps else {
             return false;
+        };
+        out.clear();
+        for step in steps {
+            match *step {
+                Step::Target(from, to) => out.extend(&target_enc[from as usize..to as usize]),
+                Step::Name => out.put_label(METRIC_NAME.as_bytes(), name.raw.as_bytes()),
+                Step::Label(i, respell) => {
+                    let l = &labels[usize::from(i)];
+                    let v = if respell {
+                        floats.get(l.value.raw, tmp)
+                    } else {
+                        l.value.raw
+                    };
+                    out.put_label(l.name.raw.as_bytes(), v.as_bytes());
+                }
+            }
         }
-        out.extend(&target_enc[t_from..]);
         #[cfg(test)]
         {
             self.direct += 1;
         }
         true
+    }
+
+    /// Plans the direct path for these label names (see [`DirectPlan`]).
+    fn make_plan(&mut self, labels: &[RawLabel<'_>], respelt: &'static str, cfg: &WalkConfig<'_>) {
+        let plan = &mut self.plan;
+        plan.planned = true;
+        plan.respelt = respelt;
+        plan.names.clear();
+        plan.ends.clear();
+        for l in labels {
+            plan.names.extend_from_slice(l.name.raw.as_bytes());
+            plan.ends.push(plan.names.len() as u32);
+        }
+        let mut steps = plan.steps.take().unwrap_or_default();
+        steps.clear();
+        let ok = plan_steps(
+            labels,
+            respelt,
+            cfg.target_labels.as_slice(),
+            &self.target_ends,
+            cfg.honor_labels,
+            &mut steps,
+        );
+        plan.steps = ok.then_some(steps);
     }
 
     /// Target labels win a clash: each clashing scraped label becomes exported_<name>
@@ -1551,8 +1670,12 @@ mod part_tests {
             .map(|i| format!("l{:02}=\"{i}\",", 39 - i))
             .collect();
         let many = format!("m{{{many}}} 1\nm{{{}}} 2\n", &many[..many.len() - 1]);
-        let bodies: [&[u8]; 7] = [
+        let bodies: [&[u8]; 9] = [
             many.as_bytes(),
+            // Alike names in a row (one plan) with values the direct path refuses, and
+            // the same names again in a family whose `le` is not re-spelt.
+            b"m{a=\"1\"} 1\nm{a=\"\"} 2\nm{a=\"x\\\"y\"} 3\nm{a=\"2\"} 4\n",
+            b"# TYPE h histogram\nh_bucket{le=\"1\"} 1\n# TYPE g gauge\ng{le=\"1\"} 2\nh_bucket{le=\"1\"} 3\n",
             b"m{b=\"2\",a=\"1\"} 1\nn{a=\"1\",b=\"2\"} 2\no 3\n",
             b"m{code=\"x\",job=\"y\",zz=\"w\"} 1\nm{A=\"q\",a=\"\"} 2\n",
             b"m{a=\"x\\\"y\"} 1\n{\"esc\\\\name\",a=\"1\"} 2\nm{exported_code=\"e\",code=\"c\"} 3\n",
@@ -1560,17 +1683,18 @@ mod part_tests {
             b"m{__name__=\"n\"} 1\nm{_=\"1\",__a=\"2\",___=\"3\"} 4\n",
             &histogram,
         ];
-        let mut direct_total = 0;
-        for target in &targets {
-            for honor_labels in [false, true] {
-                for label_limit in [0, 4] {
-                    let cfg = WalkConfig {
-                        honor_labels,
-                        label_limit,
-                        ..configs(target, &[])[0]
-                    };
-                    for body in bodies {
-                        let mut direct = Walker::default();
+        // One walker throughout, as a worker's, walking each body for one configuration
+        // after another: each walk must plan for its own target labels and honor_labels.
+        let mut direct = Walker::default();
+        for body in bodies {
+            for target in &targets {
+                for honor_labels in [false, true] {
+                    for label_limit in [0, 4] {
+                        let cfg = WalkConfig {
+                            honor_labels,
+                            label_limit,
+                            ..configs(target, &[])[0]
+                        };
                         let got = walk_whole_with(&mut direct, body, Format::PromText, &cfg);
                         let mut general = Walker {
                             general_only: true,
@@ -1579,7 +1703,6 @@ mod part_tests {
                         let want = walk_whole_with(&mut general, body, Format::PromText, &cfg);
                         assert_eq!(got, want, "{}", String::from_utf8_lossy(body));
                         assert!(want.scraped > 0);
-                        direct_total += direct.direct;
                         assert_eq!(general.direct, 0);
                     }
                 }
@@ -1587,8 +1710,9 @@ mod part_tests {
         }
         // Most of the samples above fit the direct path (the histogram has 300 per configuration).
         assert!(
-            direct_total > 2_000,
-            "direct path used {direct_total} times"
+            direct.direct > 2_000,
+            "direct path used {} times",
+            direct.direct
         );
     }
 
