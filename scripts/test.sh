@@ -44,4 +44,6 @@ scripts/bench.py --selftest
 # Benches run once each in test mode (a smoke check that they still work); the unit,
 # corpus and integration tests run last so their summary closes the output.
 cargo test --locked --benches
+# The instruction-count harness (scripts/instructions.sh) runs a couple of scrapes.
+cargo run --locked --quiet --example scrape_path -- 2
 cargo test --locked --lib --bins --tests
