@@ -383,7 +383,7 @@ impl Dnsmasq {
             .arg(format!("--log-facility={}", self.dir.join("log").display()))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+            .stderr(std::fs::File::create(self.dir.join("stderr")).expect("stderr file"));
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             // Stay root so the test's private temp dir stays readable after a SIGHUP.
