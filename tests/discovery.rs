@@ -335,10 +335,15 @@ struct Dnsmasq {
 
 impl Dnsmasq {
     fn start(exe: std::path::PathBuf, dir: &Path, hosts: &str, srv: &[(&str, u16)]) -> Dnsmasq {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .expect("free udp port");
+        // dnsmasq listens on UDP and TCP: the port must be free for both, or it exits.
+        let port = (0..100)
+            .find_map(|_| {
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+                let port = udp.local_addr().ok()?.port();
+                std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+                Some(port)
+            })
+            .expect("a port free for UDP and TCP");
         let mut d = Dnsmasq {
             exe,
             dir: dir.to_path_buf(),
@@ -392,7 +397,15 @@ impl Dnsmasq {
         let child = cmd.spawn().expect("start dnsmasq");
         self.proc = Some(KillOnDrop(child));
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let dir = &self.dir;
+        let proc = &mut self.proc;
         wait_for("dnsmasq answers", WAIT, || {
+            if let Some(Ok(Some(status))) = proc.as_mut().map(|p| p.0.try_wait()) {
+                let said: String = ["log", "stderr"]
+                    .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+                    .concat();
+                panic!("dnsmasq exited ({status}) on port {}: {said}", addr.port());
+            }
             scrapewheel::discovery::dns::exchange(
                 addr,
                 "node.sd.test",
