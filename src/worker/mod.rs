@@ -1309,6 +1309,48 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_target_marks_every_series_of_a_followed_body_stale() {
+        let t = Arc::new(target(""));
+        let mut s = Scratch::default();
+        let body: String = (0..20).map(|i| format!("s{i:02} 1\n")).collect();
+        scrape(&mut s, &t, Some(&body), 1000);
+        scrape(&mut s, &t, Some(&body), 2000);
+        assert!(t.state.lock().prev_in_body_order, "kept in body order");
+        let ctx = WorkerContext {
+            client: HttpClient::new(),
+            append: AppendBuffer::new(4, 2000, MemoryBudget::unlimited()),
+            metrics: WorkerMetrics::new(&Arc::new(crate::metrics::Registry::default())),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            budget: MemoryBudget::unlimited(),
+            work_dir: None,
+        };
+        let job = Job {
+            target: t.clone(),
+            due_ns: 3_000_000_000,
+            kind: DueKind::Final,
+        };
+        end_of_run(&ctx, &mut s, &job);
+        let mut stale = Vec::new();
+        wire::decode_write_request(&s.batch, |d| {
+            let name = d
+                .labels
+                .iter()
+                .find(|l| l.0 == "__name__")
+                .map_or("", |l| l.1);
+            if name.starts_with('s')
+                && !name.starts_with("scrape_")
+                && wire::is_stale_nan(d.samples[0].0)
+            {
+                stale.push(name.to_string());
+            }
+        })
+        .expect("batch decodes");
+        stale.sort();
+        let want: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+        assert_eq!(stale, want, "every series of the last body ends stale");
+    }
+
+    #[test]
     fn following_changes_no_outcome_over_a_random_run_of_bodies() {
         let (t1, t2) = (target(""), target(""));
         let mut follows = Scratch::default();
