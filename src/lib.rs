@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod append;
 pub mod budget;
+pub(crate) mod bytes;
 pub mod config;
 pub mod coordinator;
 pub mod discovery;

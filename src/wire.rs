@@ -141,7 +141,7 @@ impl LabelBuf {
 
     #[inline]
     pub fn extend(&mut self, b: &[u8]) {
-        self.take(b.len()).copy_from_slice(b);
+        crate::bytes::copy(self.take(b.len()), b);
     }
 
     /// Appends what [`put_label`] appends.
@@ -153,10 +153,10 @@ impl LabelBuf {
             let (head_dst, rest) = dst.split_at_mut(4);
             head_dst.copy_from_slice(&head);
             let (name_dst, rest) = rest.split_at_mut(n);
-            name_dst.copy_from_slice(name);
+            crate::bytes::copy(name_dst, name);
             let (mid_dst, value_dst) = rest.split_at_mut(2);
             mid_dst.copy_from_slice(&mid);
-            value_dst.copy_from_slice(value);
+            crate::bytes::copy(value_dst, value);
         } else {
             let (head, h, mid, m) = label_framing(n, v);
             self.extend(&head[..h]);

@@ -311,14 +311,18 @@ impl DirectPlan {
 
     /// True if the plan is for exactly these label names and re-spelt label.
     fn fits(&self, labels: &[RawLabel<'_>], respelt: &'static str) -> bool {
-        if !self.planned || self.ends.len() != labels.len() || self.respelt != respelt {
+        if !self.planned
+            || self.ends.len() != labels.len()
+            || !crate::bytes::eq(self.respelt.as_bytes(), respelt.as_bytes())
+        {
             return false;
         }
         let mut from = 0;
         for (l, &end) in labels.iter().zip(&self.ends) {
             let end = end as usize;
-            if self.names.get(from..end) != Some(l.name.raw.as_bytes()) {
-                return false;
+            match self.names.get(from..end) {
+                Some(name) if crate::bytes::eq(name, l.name.raw.as_bytes()) => {}
+                _ => return false,
             }
             from = end;
         }
@@ -362,7 +366,7 @@ impl FloatMemo {
             ^ (usize::from(b[b.len() / 2]) << 2)
             ^ (usize::from(b[b.len() - 1]) << 3);
         let slot = &mut self.slots[mix % Self::SLOTS];
-        if slot.0 != value {
+        if !crate::bytes::eq(slot.0.as_bytes(), b) {
             slot.0.clear();
             slot.0.push_str(value);
             // An empty second half means "spelt as exposed".
