@@ -190,10 +190,16 @@ pub fn put_series(buf: &mut Vec<u8>, encoded_labels: &[u8], value: f64, timestam
     let mut head = [0u8; 11];
     head[0] = TAG_TIMESERIES;
     let h = 1 + write_varint(&mut head[1..], series_len as u64);
-    buf.reserve(h + series_len);
-    buf.extend_from_slice(&head[..h]);
+    buf.reserve(head.len() + series_len + sample.len());
+    // The framing is appended whole and cut back: a fixed-size append is a few moves,
+    // a variable one a libc call (see `crate::bytes`).
+    let start = buf.len();
+    buf.extend_from_slice(&head);
+    buf.truncate(start + h);
     buf.extend_from_slice(encoded_labels);
-    buf.extend_from_slice(&sample[..n]);
+    let at = buf.len();
+    buf.extend_from_slice(&sample);
+    buf.truncate(at + n);
 }
 
 /// Writes `v` as a varint at the start of `dst` (10 bytes suffice for any u64) and
