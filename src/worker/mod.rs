@@ -1141,6 +1141,14 @@ mod tests {
     use super::*;
     use crate::labels::{LabelSet, ADDRESS};
 
+    /// The `__name__` of a decoded series ("" without one).
+    fn metric_name<'a>(d: &wire::DecodedSeries<'a>) -> &'a str {
+        d.labels
+            .iter()
+            .find(|l| l.0 == "__name__")
+            .map_or("", |l| l.1)
+    }
+
     fn target(extra: &str) -> Target {
         let cfg = crate::target::tests::job(extra);
         let labels = LabelSet::from_pairs([(ADDRESS, "h:1"), ("instance", "h:1"), ("job", "j")]);
@@ -1171,11 +1179,7 @@ mod tests {
         let out = process_scrape(s, t, fetched, ts, Instant::now());
         let mut lines = Vec::new();
         wire::decode_write_request(&s.batch, |d| {
-            let name = d
-                .labels
-                .iter()
-                .find(|l| l.0 == "__name__")
-                .map_or("", |l| l.1);
+            let name = metric_name(&d);
             if name == "scrape_duration_seconds" {
                 return;
             }
@@ -1332,11 +1336,7 @@ mod tests {
         end_of_run(&ctx, &mut s, &job);
         let mut stale = Vec::new();
         wire::decode_write_request(&s.batch, |d| {
-            let name = d
-                .labels
-                .iter()
-                .find(|l| l.0 == "__name__")
-                .map_or("", |l| l.1);
+            let name = metric_name(&d);
             if name.starts_with('s')
                 && !name.starts_with("scrape_")
                 && wire::is_stale_nan(d.samples[0].0)
