@@ -152,11 +152,40 @@ fn name_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
 
+/// The label whose values a family re-spells as floats (`1` → `1.0`), as Prometheus does:
+/// only a histogram's `le` and a summary's `quantile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Respelt {
+    #[default]
+    Nothing,
+    Le,
+    Quantile,
+}
+
+impl Respelt {
+    fn of(family: MetricType) -> Respelt {
+        match family {
+            MetricType::Histogram | MetricType::GaugeHistogram => Respelt::Le,
+            MetricType::Summary => Respelt::Quantile,
+            _ => Respelt::Nothing,
+        }
+    }
+
+    /// Whether the label named `name` is the re-spelt one.
+    fn is(self, name: &str) -> bool {
+        match self {
+            Respelt::Nothing => false,
+            Respelt::Le => name == "le",
+            Respelt::Quantile => name == "quantile",
+        }
+    }
+}
+
 /// The direct path's steps for these label names: false when the names cannot take it.
 /// `target_ends[i]` is where the target's `i`-th encoded label ends.
 fn plan_steps(
     labels: &[RawLabel<'_>],
-    respelt: &str,
+    respelt: Respelt,
     target: &[Label],
     target_ends: &[usize],
     honor_labels: bool,
@@ -225,7 +254,7 @@ fn plan_steps(
                 Greater => {}
             }
         }
-        if !put(n, Step::Label(i, n == respelt), steps) {
+        if !put(n, Step::Label(i, respelt.is(n)), steps) {
             return false;
         }
     }
@@ -298,7 +327,7 @@ struct DirectPlan {
     /// The label names as exposed, back to back, and where each one ends.
     names: Vec<u8>,
     ends: Vec<u32>,
-    respelt: &'static str,
+    respelt: Respelt,
     /// `None`: these names cannot take the direct path (a clash honor_labels does not
     /// settle, an escaped name, or a scraped `__name__`).
     steps: Option<Vec<Step>>,
@@ -310,11 +339,8 @@ impl DirectPlan {
     }
 
     /// True if the plan is for exactly these label names and re-spelt label.
-    fn fits(&self, labels: &[RawLabel<'_>], respelt: &'static str) -> bool {
-        if !self.planned
-            || self.ends.len() != labels.len()
-            || !crate::bytes::eq(self.respelt.as_bytes(), respelt.as_bytes())
-        {
+    fn fits(&self, labels: &[RawLabel<'_>], respelt: Respelt) -> bool {
+        if !self.planned || self.ends.len() != labels.len() || self.respelt != respelt {
             return false;
         }
         let mut from = 0;
@@ -426,16 +452,11 @@ impl Walker {
             name: Str::Borrowed(METRIC_NAME),
             value: name,
         });
+        let respelt = Respelt::of(family);
         for l in labels {
             let lname = self.intern(l.name);
             let mut value = self.intern(l.value);
-            let n = resolve(lname, &self.arena);
-            let normalize = match family {
-                MetricType::Histogram | MetricType::GaugeHistogram => n == "le",
-                MetricType::Summary => n == "quantile",
-                _ => false,
-            };
-            if normalize {
+            if respelt.is(resolve(lname, &self.arena)) {
                 let v = resolve(value, &self.arena);
                 if parse::normalize_float_label(v, &mut self.tmp) {
                     let tmp = std::mem::take(&mut self.tmp);
@@ -541,11 +562,7 @@ impl Walker {
         if cfg.label_limit > 0 && count as u64 > cfg.label_limit {
             return false;
         }
-        let respelt = match family {
-            MetricType::Histogram | MetricType::GaugeHistogram => "le",
-            MetricType::Summary => "quantile",
-            _ => "",
-        };
+        let respelt = Respelt::of(family);
         if labels
             .iter()
             .any(|l| l.value.escaped || l.value.raw.is_empty())
@@ -590,7 +607,7 @@ impl Walker {
     }
 
     /// Plans the direct path for these label names (see [`DirectPlan`]).
-    fn make_plan(&mut self, labels: &[RawLabel<'_>], respelt: &'static str, cfg: &WalkConfig<'_>) {
+    fn make_plan(&mut self, labels: &[RawLabel<'_>], respelt: Respelt, cfg: &WalkConfig<'_>) {
         let plan = &mut self.plan;
         plan.planned = true;
         plan.respelt = respelt;
