@@ -455,16 +455,17 @@ impl IdleFreeBuffers {
     }
 }
 
-/// Released connection buffers kept for the thread's next connection: one of each of
-/// the two sizes in use (input and output), so a thread holds at most one pair beyond
-/// its connections in flight, and threads that stop scraping hold nothing more than that.
+/// Released connection buffers kept for the thread's next connection: two, so a thread
+/// holds at most one input and one output buffer beyond its connections in flight, and
+/// threads that stop scraping hold nothing more than that. The two may have the same size
+/// (remote-write connections use ureq's default of 128 KiB for both; keeping only one
+/// re-allocated and zeroed the other on every send), but a size parked twice gives way to
+/// a new size, so a scraper's pair of sizes always fits.
 mod spare {
     use std::cell::{Cell, RefCell};
 
-    const SLOTS: usize = 2;
-
     thread_local! {
-        static SPARE: RefCell<[Vec<u8>; SLOTS]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+        static SPARE: RefCell<[Vec<u8>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
         /// The allocation of the last held-back request head (see `HEAD_MAX`).
         static HEAD: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     }
@@ -496,7 +497,8 @@ mod spare {
             .flatten()
     }
 
-    /// Keeps `buf` if a slot is free and no parked buffer has its size; drops it otherwise.
+    /// Keeps `buf` in a free slot, or in place of one of two parked buffers of the same
+    /// size; drops it otherwise.
     pub(super) fn park(buf: Vec<u8>) {
         if buf.is_empty() {
             return;
@@ -504,11 +506,11 @@ mod spare {
         // During thread exit the thread-local may be gone: the buffer is then dropped.
         let _ = SPARE.try_with(|s| {
             let mut s = s.borrow_mut();
-            if s.iter().any(|b| b.len() == buf.len()) {
-                return;
-            }
-            if let Some(slot) = s.iter_mut().find(|b| b.is_empty()) {
-                *slot = buf;
+            let [a, b] = &mut *s;
+            if a.is_empty() || a.len() == b.len() {
+                *a = buf;
+            } else if b.is_empty() {
+                *b = buf;
             }
         });
     }
@@ -773,7 +775,6 @@ mod tests {
             let ptr = input.as_ptr();
             input[0] = 1;
             spare::park(input);
-            spare::park(vec![0u8; 4096]); // same size: dropped, the first stays
             spare::park(vec![0u8; 512]);
             spare::park(vec![0u8; 100]); // no free slot: dropped
             let again = spare::take(4096).expect("parked");
@@ -781,6 +782,17 @@ mod tests {
             assert!(spare::take(4096).is_none());
             assert_eq!(spare::take(512).map(|b| b.len()), Some(512));
             assert!(spare::take(100).is_none());
+            // Two of one size (a remote-write connection's input and output) are both
+            // kept, and give way to a new size, which then stays.
+            spare::park(vec![0u8; 4096]);
+            spare::park(vec![0u8; 4096]);
+            assert!(spare::take(4096).is_some() && spare::take(4096).is_some());
+            spare::park(vec![0u8; 4096]);
+            spare::park(vec![0u8; 4096]);
+            spare::park(vec![0u8; 512]);
+            spare::park(vec![0u8; 4096]); // no free slot, no size twice: dropped
+            assert_eq!(spare::take(512).map(|b| b.len()), Some(512));
+            assert!(spare::take(4096).is_some() && spare::take(4096).is_none());
             // Another thread has spares of its own.
             spare::park(again);
             std::thread::spawn(|| assert!(spare::take(4096).is_none()))
