@@ -31,8 +31,15 @@ sinks, the agents; each in its own process group) is stopped on exit, including 
 Ctrl-C and SIGTERM. The report is printed as a Markdown table, and written as JSON with
 --json and as Markdown with --markdown.
 
+With --rounds N every agent runs N times per scale, in an order that rotates by one
+agent per round, and the report starts with one row per agent of medians over its
+rounds; each ratio there is the median of the per-round ratios, so an agent is compared
+with the vmagent run minutes from its own, and one noisy minute on a shared host moves
+one round, not the result.
+
 Examples:
   scripts/bench.py --scale 1000x200 --scale 2000x500 --window 90 --json bench.json
+  scripts/bench.py --scale 2000x500 --rounds 3 --window 60     # medians of 3 interleaved rounds
   scripts/bench.py --scale 1x200 --agents scrapewheel          # idle footprint
   scripts/bench.py --scale 1000x200 --agents scrapewheel --gzip
   scripts/bench.py --selftest    # 5 × 50 at 1 s for ~15 s, scrapewheel only; exit 1 on nonsense
@@ -475,13 +482,81 @@ RATIOS = (("cpu_s_per_million", "cpu_vs_vmagent"), ("steady_rss_mib", "steady_rs
 def add_ratios(runs):
     for r in runs:
         vm = next((v for v in runs if v["agent"] == "vmagent" and v["targets"] == r["targets"]
-                   and v["series"] == r["series"] and v["gzip"] == r["gzip"] and "error" not in v), None)
+                   and v["series"] == r["series"] and v["gzip"] == r["gzip"] and "error" not in v
+                   and v.get("round") == r.get("round")), None)
         if vm is None or "error" in r:
             continue
         for key, out in RATIOS:
             a, b = r.get(key), vm.get(key)
             if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
                 r[out] = round(a / b, 3)
+
+
+def round_order(agents, rnd):
+    """Round `rnd`'s order: the agents rotated by one per round, so that no agent always
+    runs first on a fresh farm or last on a host that has warmed up."""
+    k = (rnd - 1) % len(agents) if agents else 0
+    return agents[k:] + agents[:k]
+
+
+# Per-run figures whose median over the rounds is reported; the ratios are medians of
+# each round's own ratio (an agent against vmagent minutes apart, not against a vmagent
+# run under other load).
+MEDIAN_KEYS = ("cpu_s_per_million", "steady_rss_mib", "peak_rss_mib", "sink_samples_per_s", "jitter_ms_p50",
+               "jitter_ms_p99", "jitter_ms_max", "host_steal_pct") + tuple(out for _, out in RATIOS)
+
+
+def medians(runs):
+    """One row per scale and agent over its rounds: medians of MEDIAN_KEYS, the worst
+    round's missed scrapes, the thread count's range and the load average's span."""
+    rows, done = [], set()
+    for r in runs:
+        key = (r["targets"], r["series"], r["gzip"], r["agent"])
+        if key in done:
+            continue
+        done.add(key)
+        same = [x for x in runs if (x["targets"], x["series"], x["gzip"], x["agent"]) == key]
+        ok = [x for x in same if "error" not in x]
+        row = {"targets": r["targets"], "series": r["series"], "gzip": r["gzip"],
+               "agent": f"{r['agent']} (median of {len(ok)})", "rounds": len(same)}
+        if not ok:
+            row["error"] = same[0]["error"]
+            rows.append(row)
+            continue
+        for k in MEDIAN_KEYS:
+            vals = [x[k] for x in ok if isinstance(x.get(k), (int, float))]
+            m = statistics.median(vals) if vals else None
+            row[k] = None if m is None else int(m) if all(isinstance(v, int) for v in vals) else round(m, 3)
+        row["missed_scrapes"] = max(x["missed_scrapes"] for x in ok)
+        row["threads"] = [min(x["threads"][0] for x in ok), max(x["threads"][1] for x in ok)]
+        row["loadavg_before"] = min((x["loadavg_before"] for x in ok), key=lambda v: v[0])
+        row["loadavg_after"] = max((x["loadavg_after"] for x in ok), key=lambda v: v[0])
+        row["farm_errors"] = sum(x.get("farm_errors") or 0 for x in ok)
+        rows.append(row)
+    return rows
+
+
+def check_rounds():
+    """round_order's rotation and medians' pairing; run by --selftest."""
+    assert round_order(["a", "b", "c"], 1) == ["a", "b", "c"]
+    assert round_order(["a", "b", "c"], 2) == ["b", "c", "a"]
+    assert round_order(["a", "b", "c"], 4) == ["a", "b", "c"]
+
+    def run(agent, rnd, cpu, missed=0):
+        return {"agent": agent, "targets": 2, "series": 3, "gzip": False, "round": rnd, "cpu_s_per_million": cpu,
+                "missed_scrapes": missed, "threads": [rnd, rnd + 1], "loadavg_before": [0.1 * rnd] * 3,
+                "loadavg_after": [0.2 * rnd] * 3, "steady_rss_mib": 10.0}
+    # vmagent doubles in round 2 (a noisy minute), and so does the agent next to it.
+    runs = [run("sw", 1, 1.0), run("vmagent", 1, 2.0), run("sw", 2, 2.0, missed=3),
+            run("vmagent", 2, 4.0), run("sw", 3, 1.1), run("vmagent", 3, 2.0)]
+    add_ratios(runs)
+    assert [r.get("cpu_vs_vmagent") for r in runs[::2]] == [0.5, 0.5, 0.55], runs
+    rows = medians(runs)
+    assert [r["agent"] for r in rows] == ["sw (median of 3)", "vmagent (median of 3)"], rows
+    sw = rows[0]
+    assert sw["agent"] == "sw (median of 3)" and sw["cpu_s_per_million"] == 1.1, sw
+    assert sw["cpu_vs_vmagent"] == 0.5 and sw["missed_scrapes"] == 3 and sw["threads"] == [1, 4], sw
+    assert medians([dict(runs[0], error="boom")])[0]["error"] == "boom"
 
 
 def fmt(v, nd=2):
@@ -546,6 +621,9 @@ def main(argv=None):
     ap.add_argument("--timeout", help="scrape_timeout (default: the interval)")
     ap.add_argument("--warmup", type=float, help="seconds from agent start before the window (default 3 intervals)")
     ap.add_argument("--window", type=float, default=60, help="measurement window, seconds")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every agent this many times per scale, interleaved, and report medians "
+                         "(default 1)")
     ap.add_argument("--gzip", action="store_true", help="serve gzip (gzip_static) to agents that accept it")
     ap.add_argument("--profile", choices=("release", "dev"), default="release", help="cargo profile to build")
     ap.add_argument("--binary", help="scrapewheel binary (default: build it)")
@@ -572,6 +650,8 @@ def main(argv=None):
         args.warmup = 3 * interval_s
     if args.window < 2 * interval_s:
         ap.error("--window must cover at least two intervals")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     runs = measure(args, agents, scales, interval_s)
     report = {
         "command": " ".join(["scripts/bench.py"] + (argv if argv is not None else sys.argv[1:])),
@@ -584,6 +664,11 @@ def main(argv=None):
         "runs": runs,
     }
     md = markdown(runs)
+    if args.rounds > 1:
+        report["medians"] = medians(runs)
+        md = (f"Medians over {args.rounds} interleaved rounds (ratios: the median of each round's own ratio; "
+              f"missed: the worst round):\n\n"
+              + markdown(report["medians"]) + "\nEvery round:\n\n" + md)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
@@ -609,19 +694,23 @@ def measure(args, agents, scales, interval_s):
         for targets, series in scales:
             with NginxFarm(targets, series, args.gzip, workdir=os.path.join(farm_base, f"farm-{targets}x{series}"),
                            keep=args.keep) as farm:
-                for name in agents:
-                    if name != "scrapewheel" and shutil.which(name) is None:
-                        runs.append({"agent": name, "targets": targets, "series": series, "gzip": args.gzip,
-                                     "error": f"{name} not installed"})
-                        continue
-                    print(f"# {targets} × {series}: {name} (warm-up {args.warmup:.0f} s, window {args.window:.0f} s)",
-                          file=sys.stderr, flush=True)
-                    try:
-                        runs.append(run_agent(name, farm, args, interval_s, binaries, base))
-                    except RuntimeError as e:
-                        runs.append({"agent": name, "targets": targets, "series": series, "gzip": args.gzip,
-                                     "error": str(e)})
-                    print("#   " + json.dumps(runs[-1]), file=sys.stderr, flush=True)
+                for rnd in range(1, args.rounds + 1):
+                    for name in round_order(agents, rnd):
+                        if name != "scrapewheel" and shutil.which(name) is None:
+                            if rnd == 1:
+                                runs.append({"agent": name, "targets": targets, "series": series,
+                                             "gzip": args.gzip, "round": rnd, "error": f"{name} not installed"})
+                            continue
+                        print(f"# {targets} × {series}: {name}, round {rnd} of {args.rounds} "
+                              f"(warm-up {args.warmup:.0f} s, window {args.window:.0f} s)", file=sys.stderr, flush=True)
+                        try:
+                            run = run_agent(name, farm, args, interval_s, binaries, base)
+                        except RuntimeError as e:
+                            run = {"agent": name, "targets": targets, "series": series, "gzip": args.gzip,
+                                   "error": str(e)}
+                        run["round"] = rnd
+                        runs.append(run)
+                        print("#   " + json.dumps(run), file=sys.stderr, flush=True)
     finally:
         cleanup()
         for d in {base, farm_base}:
@@ -643,6 +732,7 @@ def selftest(args):
         return 0
     check_jitter_and_missed()
     check_steal_and_memory_dir()
+    check_rounds()
     args.interval, args.timeout, args.warmup, args.window = "1s", None, 3.5, 8
     if args.profile == "release" and not args.binary:
         args.profile = "dev"
