@@ -205,6 +205,10 @@ pub struct Sample<'a> {
     pub value: f64,
     /// The sample's own timestamp in milliseconds, if it has one.
     pub timestamp: Option<i64>,
+    /// Its label names are those of the previous sample this parser returned, in the
+    /// same order and spelt alike (the buckets of a histogram, a family's series), so
+    /// whatever follows from the names alone holds for both. False for the first.
+    pub same_names: bool,
 }
 
 /// One parsed line (or, for a text-format label value with raw newlines, a few lines).
@@ -386,6 +390,10 @@ pub struct Parser<'a> {
     labels: Vec<RawLabel<'a>>,
     /// Scratch for the duplicate-label check of series with many labels.
     dup_scratch: Vec<(u64, u32)>,
+    /// Label names of the previous sample returned (`None` before the first): a sample
+    /// with the same names has no duplicate either, and is told so
+    /// (`Sample::same_names`).
+    prev_names: Option<Vec<RawStr<'a>>>,
     finished: bool,
     failed: Option<ParseError>,
     /// Lines of the whole body before `src` (0 unless parsing a part).
@@ -440,6 +448,7 @@ impl<'a> Parser<'a> {
             entry_line: line_offset + 1,
             labels: Vec::with_capacity(16),
             dup_scratch: Vec::new(),
+            prev_names: None,
             finished: false,
             failed: None,
             line_offset,
@@ -579,8 +588,23 @@ impl<'a> Parser<'a> {
     }
 
     /// Fails if two labels of the sample just parsed share a name, or a label is called
-    /// `__name__` (the metric name is a label too).
-    fn check_duplicate_labels(&mut self) -> PResult<()> {
+    /// `__name__` (the metric name is a label too). Returns whether the names are the
+    /// previous sample's: then they passed this check already, and most samples of a
+    /// real body are such (a comparison of each name against one, where the check
+    /// compares pairs).
+    fn check_duplicate_labels(&mut self) -> PResult<bool> {
+        // Equal raw spellings have equal escape flags: the flag says the raw has a `\`.
+        let same = self.prev_names.as_ref().is_some_and(|prev| {
+            prev.len() == self.labels.len()
+                && self
+                    .labels
+                    .iter()
+                    .zip(prev)
+                    .all(|(l, p)| crate::bytes::eq(l.name.raw.as_bytes(), p.raw.as_bytes()))
+        });
+        if same {
+            return Ok(true);
+        }
         if let Some(i) = lex::find_duplicate(&self.labels, &mut self.dup_scratch) {
             let name = self.labels[i].name;
             return fail(
@@ -588,7 +612,10 @@ impl<'a> Parser<'a> {
                 ParseErrorKind::DuplicateLabel(lex::excerpt(&name.to_cow())),
             );
         }
-        Ok(())
+        let prev = self.prev_names.get_or_insert_with(Vec::new);
+        prev.clear();
+        prev.extend(self.labels.iter().map(|l| l.name));
+        Ok(false)
     }
 }
 
@@ -628,6 +655,45 @@ mod tests {
         for (ct, want) in cases {
             assert_eq!(Format::from_content_type(ct), want, "{ct:?}");
         }
+    }
+
+    /// Each sample's `same_names`, or the error's (line, column, kind).
+    fn same_names(body: &str, format: Format) -> Result<Vec<bool>, (usize, usize, ParseErrorKind)> {
+        let err = |e: ParseError| (e.line, e.column, e.kind);
+        let mut p = Parser::new(body.as_bytes(), format).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(e) = p.next().map_err(err)? {
+            if let Entry::Sample(s) = e {
+                out.push(s.same_names);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn a_sample_knows_whether_it_has_the_previous_samples_label_names() {
+        let body = "a 1\nb 2\nc{x=\"1\",y=\"2\"} 3\nc{x=\"3\",y=\"4\"} 4\n\
+                    # TYPE d gauge\nd{x=\"5\",y=\"6\"} 5\nd{y=\"5\",x=\"6\"} 6\n\
+                    d{x=\"1\",yy=\"2\"} 7\nd{x=\"1\",\"yy\"=\"2\"} 8\nd{x=\"1\"} 9\n";
+        assert_eq!(
+            same_names(body, Format::PromText),
+            Ok(vec![
+                false, true, false, true, true, false, false, true, false
+            ])
+        );
+        let body = "# TYPE c gauge\nc{x=\"1\"} 1\nc{x=\"2\"} 2\nc{y=\"2\"} 3\n# EOF\n";
+        assert_eq!(
+            same_names(body, Format::OpenMetrics),
+            Ok(vec![false, true, false])
+        );
+        // As many names as the previous sample's, but a repeated one: still found.
+        assert_eq!(
+            same_names(
+                "m{a=\"1\",b=\"2\"} 1\nm{a=\"1\",a=\"2\"} 2\n",
+                Format::PromText
+            ),
+            Err((2, 9, ParseErrorKind::DuplicateLabel("a".into())))
+        );
     }
 
     #[test]

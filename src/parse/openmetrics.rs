@@ -192,7 +192,7 @@ impl<'a> Parser<'a> {
         }
         // Checked once the line is known to parse, as Prometheus finds a duplicate only
         // when it appends the sample (after counting it as scraped).
-        self.check_duplicate_labels()?;
+        let same_names = self.check_duplicate_labels()?;
         self.cur_line += 1;
         self.pos = p + 1;
         Ok(Entry::Sample(Sample {
@@ -200,6 +200,7 @@ impl<'a> Parser<'a> {
             name,
             value,
             timestamp,
+            same_names,
         }))
     }
 

@@ -207,13 +207,14 @@ impl<'a> Parser<'a> {
         }
         // Checked once the line is known to parse, as Prometheus finds a duplicate only
         // when it appends the sample (after counting it as scraped).
-        self.check_duplicate_labels()?;
+        let same_names = self.check_duplicate_labels()?;
         self.text_end_line(p);
         Ok(Entry::Sample(Sample {
             series: &self.src[start..series_end],
             name,
             value,
             timestamp,
+            same_names,
         }))
     }
 

@@ -331,11 +331,16 @@ struct DirectPlan {
     /// `None`: these names cannot take the direct path (a clash honor_labels does not
     /// settle, an escaped name, or a scraped `__name__`).
     steps: Option<Vec<Step>>,
+    /// The plan was checked or made for the last sample handed to the direct path, so
+    /// the next one, if the parser finds it has that sample's names
+    /// (`Sample::same_names`), fits without comparing them again.
+    for_last: bool,
 }
 
 impl DirectPlan {
     fn reset(&mut self) {
         self.planned = false;
+        self.for_last = false;
     }
 
     /// True if the plan is for exactly these label names and re-spelt label.
@@ -542,6 +547,7 @@ impl Walker {
         &mut self,
         name: RawStr<'_>,
         labels: &[RawLabel<'_>],
+        same_names: bool,
         family: MetricType,
         cfg: &WalkConfig<'_>,
     ) -> bool {
@@ -549,6 +555,8 @@ impl Walker {
         if self.general_only {
             return false;
         }
+        // Taken first: a sample refused before the plan is checked leaves it unknown.
+        let for_last = std::mem::take(&mut self.plan.for_last);
         let target = cfg.target_labels.as_slice();
         if name.escaped
             || labels.len() > MAX_DIRECT_LABELS
@@ -569,9 +577,11 @@ impl Walker {
         {
             return false;
         }
-        if !self.plan.fits(labels, respelt) {
+        let known = same_names && for_last && self.plan.respelt == respelt;
+        if !known && !self.plan.fits(labels, respelt) {
             self.make_plan(labels, respelt, cfg);
         }
+        self.plan.for_last = true;
         let Walker {
             tmp,
             label_bytes: out,
@@ -829,7 +839,7 @@ impl Walker {
                         hash,
                     },
                 );
-            } else if !self.encode_direct(s.name, parser.labels(), family, cfg) {
+            } else if !self.encode_direct(s.name, parser.labels(), s.same_names, family, cfg) {
                 self.build_refs(
                     s.name,
                     parser.labels(),
@@ -1691,7 +1701,7 @@ mod part_tests {
             .map(|i| format!("l{:02}=\"{i}\",", 39 - i))
             .collect();
         let many = format!("m{{{many}}} 1\nm{{{}}} 2\n", &many[..many.len() - 1]);
-        let bodies: [&[u8]; 9] = [
+        let bodies: [&[u8]; 10] = [
             many.as_bytes(),
             // Alike names in a row (one plan) with values the direct path refuses, and
             // the same names again in a family whose `le` is not re-spelt.
@@ -1702,6 +1712,10 @@ mod part_tests {
             b"m{a=\"x\\\"y\"} 1\n{\"esc\\\\name\",a=\"1\"} 2\nm{exported_code=\"e\",code=\"c\"} 3\n",
             b"# TYPE s summary\ns{quantile=\"0.50\"} 1\ns{quantile=\"1\",x=\"\"} 2\n# TYPE g gauge\ng{le=\"1\"} 3\n",
             b"m{__name__=\"n\"} 1\nm{_=\"1\",__a=\"2\",___=\"3\"} 4\n",
+            // A sample the direct path refuses before checking its plan, between two
+            // names that sort apart: the third sample has the second's names, not the
+            // plan's.
+            b"m{aaa=\"1\"} 1\nm{zzz=\"\"} 2\nm{zzz=\"3\"} 3\nm{zzz=\"4\"} 4\n",
             &histogram,
         ];
         // One walker throughout, as a worker's, walking each body for one configuration
